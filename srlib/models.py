@@ -1,0 +1,343 @@
+"""Upscalers: two encoders, one decoder, one residual upscaler head.
+
+Every model maps `lq` (B, 3, h, w) in [0, 1] to `sr` (B, 3, h*scale, w*scale). The contract
+(borrowed from segmentation_models_pytorch): an encoder returns a list of feature maps, highest
+resolution first, and exposes `out_channels`; the `Decoder` derives all its widths from that
+tuple, so the same decoder serves the plain UNet encoder and the frozen ResNet18 encoder.
+
+All the heavy work runs at LR resolution. Only the head works at HR resolution, with few
+channels, and it predicts the *difference* to a bilinear (or bicubic) upscale of `lq`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageNet ResNet18 weights (shared with the perceptual loss)
+
+
+def resnet18_weights_path() -> str:
+    """Where torchvision caches the ImageNet ResNet18 weights (under TORCH_HOME)."""
+    from torchvision.models import ResNet18_Weights
+
+    filename = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def load_resnet18(pretrained: bool = True, download: bool = True) -> tuple[nn.Module, bool]:
+    """A torchvision ResNet18 with ImageNet weights if obtainable; returns (net, has_weights).
+
+    Weights come from the standard TORCH_HOME cache, or are downloaded there when `download`
+    is true. When neither works the net keeps its random init and a loud warning is issued,
+    so a notebook never silently trains against a random "pretrained" network.
+    """
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    net = resnet18(weights=None)
+    if not pretrained:
+        return net, False
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    path = resnet18_weights_path()
+    if not os.path.exists(path) and not download:
+        reason = f"not cached at {path} and download=False"
+    else:
+        try:
+            # Reads the cached file when present, else downloads it into the cache.
+            net.load_state_dict(weights.get_state_dict(progress=False))
+            return net, True
+        except Exception as err:  # offline, partial file, wrong shapes: all mean "no weights"
+            reason = f"{type(err).__name__}: {err}"
+    warnings.warn(
+        f"ImageNet ResNet18 weights are NOT available ({reason}). Using a RANDOM ResNet18: "
+        "results will be worse than with pretrained weights. See README, 'ImageNet weights'.",
+        stacklevel=2,
+    )
+    return net, False
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution that keeps the spatial size (or halves it at stride 2, rounding up)."""
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv plus identity; no BatchNorm (as in EDSR: BN hurts SR and tiling)."""
+
+    def __init__(self, channels: int, res_scale: float = 1.0):
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoders: forward(lq) -> list of features, highest resolution first; `out_channels` tuple.
+
+
+class UNetEncoder(nn.Module):
+    """Plain conv encoder trained from scratch: double convs, stride-2 convs between levels."""
+
+    def __init__(self, width: int = 32, depth: int = 3, max_width: int = 128):
+        super().__init__()
+        chs = [min(width * 2**i, max_width) for i in range(depth + 1)]
+        self.stages = nn.ModuleList()
+        for i, ch in enumerate(chs):
+            in_ch = 3 if i == 0 else chs[i - 1]
+            stride = 1 if i == 0 else 2  # stride 2 rounds odd sizes up; the decoder copes
+            self.stages.append(
+                nn.Sequential(
+                    conv3x3(in_ch, ch, stride),
+                    nn.ReLU(inplace=True),
+                    conv3x3(ch, ch),
+                    nn.ReLU(inplace=True),
+                )
+            )
+        self.out_channels = tuple(chs)
+        self.stride = 2**depth
+
+    def forward(self, lq: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], lq
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)  # level i: (B, chs[i], h / 2**i, w / 2**i)
+        return feats
+
+
+class ResNetEncoder(nn.Module):
+    """Frozen first blocks of an ImageNet ResNet18: no gradients, BatchNorm always in eval.
+
+    Features: [lq (3, h), stem (64, h/2), layer1 (64, h/4), layer2 (128, h/8)] for depth 3;
+    `depth` 4 adds layer3 (256, h/16). The raw input is the full-resolution level, as in
+    segmentation_models_pytorch, so the decoder can return to LR resolution.
+    """
+
+    def __init__(self, depth: int = 3, pretrained: bool = True, download: bool = True):
+        super().__init__()
+        if not 1 <= depth <= 5:
+            raise ValueError(f"ResNetEncoder depth must be in 1..5, got {depth}")
+        net, self.has_imagenet_weights = load_resnet18(pretrained, download)
+        stages = [
+            nn.Sequential(net.conv1, net.bn1, net.relu),  # /2
+            nn.Sequential(net.maxpool, net.layer1),  # /4
+            net.layer2,  # /8
+            net.layer3,  # /16
+            net.layer4,  # /32
+        ]
+        self.stages = nn.ModuleList(stages[:depth])
+        self.out_channels = (3, 64, 64, 128, 256, 512)[: depth + 1]
+        self.stride = 2**depth
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> ResNetEncoder:
+        """Ignore train(): a frozen encoder keeps BatchNorm running stats in eval mode."""
+        return super().train(False)
+
+    def forward(self, lq: torch.Tensor) -> list[torch.Tensor]:
+        feats = [lq]
+        x = (lq - self.mean) / self.std  # ImageNet normalisation lives here, data stays [0, 1]
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoder and head, shared by both models
+
+
+class DecoderBlock(nn.Module):
+    """Fuse upsampled deeper features with a skip: conv3x3 + ReLU, then a ResBlock."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.fuse = conv3x3(in_ch, out_ch)
+        self.res = ResBlock(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res(F.relu(self.fuse(x), inplace=True))
+
+
+class Decoder(nn.Module):
+    """UNet decoder for any encoder: widths follow `encoder_channels`, output at level 0."""
+
+    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int]):
+        super().__init__()
+        if len(decoder_channels) != len(encoder_channels) - 1:
+            raise ValueError(
+                f"need one decoder width per skip level: {len(encoder_channels) - 1} "
+                f"(encoder_channels={tuple(encoder_channels)}), got {tuple(decoder_channels)}"
+            )
+        in_ch = encoder_channels[-1]
+        blocks = []
+        for skip_ch, out_ch in zip(encoder_channels[-2::-1], decoder_channels, strict=True):
+            blocks.append(DecoderBlock(in_ch + skip_ch, out_ch))
+            in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = in_ch
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for block, skip in zip(self.blocks, feats[-2::-1], strict=True):
+            # Upsample to the skip's exact size, so odd input sizes work without padding.
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return x  # (B, out_channels, h, w): LR resolution
+
+
+def upsample(lq: torch.Tensor, scale: int, mode: str = "bilinear") -> torch.Tensor:
+    """Classic upscale that the models refine: (B, C, h, w) -> (B, C, h*scale, w*scale)."""
+    return F.interpolate(lq, scale_factor=scale, mode=mode, align_corners=False)
+
+
+class ResidualUpscaler(nn.Module):
+    """HR head: pixel-shuffle the decoder features, fuse with the classic upscale, add a residual.
+
+    Only `channels` (default 32) feature maps live at HR resolution: the seed ran 128 there,
+    which cost 16x the compute for this part.
+    """
+
+    def __init__(self, in_ch: int, scale: int, channels: int = 32, base: str = "bilinear"):
+        super().__init__()
+        if base not in ("bilinear", "bicubic"):
+            raise ValueError(f"base must be 'bilinear' or 'bicubic', got {base!r}")
+        self.scale, self.base = scale, base
+        self.up = nn.Sequential(conv3x3(in_ch, channels * scale**2), nn.PixelShuffle(scale))
+        self.fuse = conv3x3(channels + 3, channels)
+        self.res = ResBlock(channels)
+        self.out = conv3x3(channels, 3)
+        # Start close to "sr = base": a small (not zero) last layer, so every parameter still
+        # receives a gradient on the first step.
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+
+    def forward(self, feats: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        base = upsample(lq, self.scale, self.base)  # (B, 3, H, W)
+        x = self.up(feats)  # (B, channels, H, W)
+        x = F.relu(self.fuse(torch.cat([x, base], dim=1)), inplace=True)
+        return base + self.out(self.res(x))  # sr = base + predicted residual
+
+
+# ----------------------------------------------------------------------------------------------
+# The two models
+
+
+class Upscaler(nn.Module):
+    """encoder -> decoder -> residual head. Subclasses only choose the encoder and widths."""
+
+    encoder: nn.Module
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder_channels: Sequence[int],
+        scale: int,
+        head_channels: int,
+        base: str,
+    ):
+        super().__init__()
+        if scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
+        self.scale = scale
+        self.encoder = encoder
+        self.decoder = Decoder(encoder.out_channels, decoder_channels)
+        self.head = ResidualUpscaler(self.decoder.out_channels, scale, head_channels, base)
+        self.stride = encoder.stride  # tile origins aligned to this give identical features
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoder(self.encoder(lq)), lq)  # (B, 3, h*scale, w*scale)
+
+    def base_upscale(self, lq: torch.Tensor) -> torch.Tensor:
+        """The classic upscale the model adds its residual to (for plots and baselines)."""
+        return upsample(lq, self.scale, self.head.base)
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        """Parameter count (trainable ones only by default)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class UNetUpscaler(Upscaler):
+    """Plain UNet upscaler trained from scratch."""
+
+    def __init__(
+        self,
+        scale: int = 2,
+        width: int = 32,
+        depth: int = 3,
+        max_width: int = 128,
+        decoder_channels: Sequence[int] = (128, 64, 32),
+        head_channels: int = 32,
+        base: str = "bilinear",
+    ):
+        encoder = UNetEncoder(width, depth, max_width)
+        super().__init__(encoder, decoder_channels, scale, head_channels, base)
+        self.config = dict(
+            arch="UNetUpscaler",
+            scale=scale,
+            width=width,
+            depth=depth,
+            max_width=max_width,
+            decoder_channels=list(decoder_channels),
+            head_channels=head_channels,
+            base=base,
+        )
+
+
+class ResNetUNetUpscaler(Upscaler):
+    """UNet whose encoder is a frozen ImageNet ResNet18; ~1 M trainable parameters by default."""
+
+    def __init__(
+        self,
+        scale: int = 2,
+        depth: int = 3,
+        decoder_channels: Sequence[int] = (128, 96, 64),
+        head_channels: int = 32,
+        base: str = "bilinear",
+        pretrained: bool = True,
+        download: bool = True,
+    ):
+        encoder = ResNetEncoder(depth, pretrained, download)
+        super().__init__(encoder, decoder_channels, scale, head_channels, base)
+        self.has_imagenet_weights = encoder.has_imagenet_weights
+        # `pretrained` is not stored: a checkpoint carries the encoder weights it trained with.
+        self.config = dict(
+            arch="ResNetUNetUpscaler",
+            scale=scale,
+            depth=depth,
+            decoder_channels=list(decoder_channels),
+            head_channels=head_channels,
+            base=base,
+        )
+
+
+def build_model(config: dict) -> Upscaler:
+    """Rebuild a model from its `config` dict (as stored in checkpoints), without downloads."""
+    kwargs = dict(config)
+    arch = kwargs.pop("arch")
+    if arch == "UNetUpscaler":
+        return UNetUpscaler(**kwargs)
+    if arch == "ResNetUNetUpscaler":
+        # Encoder weights come from the checkpoint's state dict, not from ImageNet.
+        return ResNetUNetUpscaler(**kwargs, pretrained=False)
+    raise ValueError(f"unknown architecture {arch!r}")
