@@ -27,6 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ImageNet ResNet18 weights (shared with the perceptual loss)
 
 
+_FAILED_DOWNLOADS: dict[str, str] = {}  # weights path -> why fetching it failed
+
+
 def resnet18_weights_path() -> str:
     """Where torchvision caches the ImageNet ResNet18 weights (under TORCH_HOME)."""
     from torchvision.models import ResNet18_Weights
@@ -51,6 +54,8 @@ def load_resnet18(pretrained: bool = True, download: bool = True) -> tuple[nn.Mo
     path = resnet18_weights_path()
     if not os.path.exists(path) and not download:
         reason = f"not cached at {path} and download=False"
+    elif not os.path.exists(path) and path in _FAILED_DOWNLOADS:
+        reason = _FAILED_DOWNLOADS[path]  # failed earlier in this process: don't retry
     else:
         try:
             # Reads the cached file when present, else downloads it into the cache.
@@ -58,10 +63,11 @@ def load_resnet18(pretrained: bool = True, download: bool = True) -> tuple[nn.Mo
             return net, True
         except Exception as err:  # offline, partial file, wrong shapes: all mean "no weights"
             reason = f"{type(err).__name__}: {err}"
+            _FAILED_DOWNLOADS[path] = reason
     warnings.warn(
         f"ImageNet ResNet18 weights are NOT available ({reason}). Using a RANDOM ResNet18: "
         "results will be worse than with pretrained weights. See README, 'ImageNet weights'.",
-        stacklevel=2,
+        stacklevel=3,
     )
     return net, False
 

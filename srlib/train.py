@@ -91,11 +91,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> TrainConfig:
+def preset(preset_name: str, /, **overrides) -> TrainConfig:
     """A TrainConfig from a named preset ('smoke', 'quick', 'full') plus explicit overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[preset_name], **overrides})
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -221,14 +221,21 @@ def fit(
     last = run_dir / "last.pt"
     if resume and last.exists():
         ckpt = load_checkpoint(last, map_location=str(device))
+        if ckpt["config"] != dataclasses.asdict(cfg) or ckpt["model_config"] != model.config:
+            raise ValueError(
+                f"{last} was written by a different run (config or model differs). Resuming "
+                "would mix two experiments: give this run another `name`, delete that folder, "
+                "or pass resume=False to start over (the old checkpoint is then overwritten)."
+            )
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, history = ckpt["step"], ckpt["history"]
         best = max(history["val"]["psnr"], default=-math.inf)
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
-    if step >= cfg.steps:
-        return history
+    budget = cfg.time_budget_s
+    if step >= cfg.steps or (budget is not None and history["train_seconds"] >= budget):
+        return history  # already finished: the model now holds its final weights
 
     use_amp = cfg.amp and device.type == "cuda"
     val_loader = None
@@ -269,7 +276,6 @@ def fit(
             best = v_psnr
             checkpoint(run_dir / "best.pt")
 
-    budget = cfg.time_budget_s
     spent = history["train_seconds"]  # wall-clock seconds of earlier (resumed) sessions
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, disable=not progress)
     t0, samples, stop = time.perf_counter(), 0, False

@@ -117,6 +117,25 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert resumed["train"]["total"] == full["train"]["total"]
 
 
+def test_resume_refuses_a_different_run(tmp_path):
+    fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
+    with pytest.raises(ValueError, match="different run"):
+        fit(
+            tiny_model(),
+            PixelLoss("l1"),
+            pairs(),
+            None,
+            cfg(tmp_path, steps=3, lr=1.0),
+            progress=False,
+        )
+    # A finished run is not trained again: fit returns its history and final weights.
+    model = tiny_model()
+    hist = fit(model, PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
+    assert hist["step"] == [1, 2, 3]
+    saved = load_checkpoint(tmp_path / "t" / "last.pt")["model"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+
+
 def test_refuses_dataset_smaller_than_a_batch(tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
         fit(tiny_model(), PixelLoss("l1"), pairs(n=2), None, cfg(tmp_path), progress=False)

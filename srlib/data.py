@@ -1,0 +1,507 @@
+"""Images in, (lq, gt) training pairs out: robust loading, random crops, the fast-crop cache.
+
+Every image becomes an (H, W, 3) uint8 RGB array; a training pair is a random square crop of
+random side, rescaled to a fixed output size S (gt, (3, S, S) in [0, 1]) and an antialiased
+downscale of it by the SR factor (lq, (3, S/scale, S/scale)). Large photographs are best
+decoded once into `.npy` files (`prepare_cache`), which are memory-mapped so a crop reads
+only the rows it needs:
+
+    python -m srlib.data cache --src data/valued/images --dst data/valued/cache --max-side 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import random
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+Source = str | os.PathLike | tuple[str, np.ndarray]  # image file, cached .npy, or (name, array)
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be decoded; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"cannot load image {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
+    """Decode any PIL-readable image to an upright (H, W, 3) uint8 RGB array (maybe read-only).
+
+    EXIF orientation is applied; 16-bit data is rescaled (not clipped) to 8 bit; transparent
+    pixels are composited on white (so a logo on a transparent background stays readable).
+    With max_side, the longest side is shrunk to at most max_side (JPEGs decode at reduced
+    size via draft mode, which is several times faster for big photos).
+    """
+    try:
+        with Image.open(path) as im:
+            if max_side and max(im.size) > max_side:
+                im.draft("RGB", _fit(im.size, max_side))  # no-op for non-JPEG formats
+            im.load()  # decode now, so a truncated file fails here and not later
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a 24 MP photo
+            rgb = _to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            path,
+            f"{e} If you trust this file, raise the limit explicitly, e.g. "
+            "`PIL.Image.MAX_IMAGE_PIXELS = 300_000_000` (never set it to None).",
+        ) from e
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageLoadError(path, f"{type(e).__name__}: {e}") from e
+    if max_side and max(rgb.shape[:2]) > max_side:
+        w, h = _fit((rgb.shape[1], rgb.shape[0]), max_side)
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
+    return rgb
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so the longest side is exactly max_side (never upscaled)."""
+    w, h = size
+    f = min(1.0, max_side / max(w, h))
+    return max(1, round(w * f)), max(1, round(h * f))
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> (H, W, 3) uint8."""
+    if im.mode.startswith("I") or im.mode == "F":
+        # I;16* and I (16-bit PNG/TIFF): PIL's convert("L") would clip at 255, so rescale
+        # by the bit depth instead; F (float TIFF) is taken as [0, 1] unless it exceeds it.
+        a = np.asarray(im).astype(np.float64)
+        peak = 1.0 if im.mode == "F" else 65535.0
+        peak = max(peak, float(a.max(initial=0.0)))
+        gray = np.round(np.clip(a, 0, None) * (255.0 / peak)).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")  # P/L/RGB with a transparency key become RGBA too
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if im.mode != "RGB":  # L, 1, P, CMYK, YCbCr, ...; 16-bit RGB PNGs open as 8-bit RGB
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """All image files below folder (recursive, by extension, no hidden paths), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"image folder not found: {folder}")
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
+
+
+@functools.cache
+def _embedded() -> tuple[tuple[str, np.ndarray], ...]:
+    """Load the package-shipped photographs once per process."""
+    import matplotlib.cbook
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    names = (
+        "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+        "immunohistochemistry", "retina", "camera", "moon", "coins", "brick", "grass", "gravel",
+    )  # fmt: skip
+    loaders = {f"skimage/{n}": getattr(skimage.data, n, None) for n in names}
+    loaders["skimage/motorcycle"] = lambda: skimage.data.stereo_motorcycle()[0]  # left view
+    loaders["sklearn/china"] = lambda: load_sample_images().images[0]
+    loaders["sklearn/flower"] = lambda: load_sample_images().images[1]
+    loaders["matplotlib/grace_hopper"] = lambda: load_image(
+        matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    )
+    photos = []
+    for name, load in loaders.items():
+        try:  # some skimage images need a download (pooch): skip whatever fails offline
+            a = np.asarray(load())
+        except Exception:
+            continue
+        if a.ndim == 2:  # grayscale photo -> RGB
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        if a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8:
+            a.flags.writeable = False  # shared between calls
+            photos.append((name, a))
+    return tuple(photos)
+
+
+def embedded_photos() -> list[tuple[str, np.ndarray]]:
+    """Offline default photos (skimage, scikit-learn, matplotlib) as read-only (H, W, 3) uint8."""
+    return list(_embedded())
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def degrade(gt: torch.Tensor, scale: int, method: str = "bilinear") -> torch.Tensor:
+    """Antialiased downscale by scale: (3, H, W) or (B, 3, H, W) -> (..., H/scale, W/scale)."""
+    if method not in ("bilinear", "bicubic"):
+        raise ValueError(f"method must be 'bilinear' or 'bicubic', got {method!r}")
+    h, w = gt.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"image size {h}x{w} is not divisible by scale {scale}")
+    x = gt if gt.dim() == 4 else gt[None]  # (B, 3, H, W)
+    lq = F.interpolate(x, size=(h // scale, w // scale), mode=method, antialias=True)
+    lq = lq.clamp_(0, 1)  # bicubic overshoots at edges
+    return lq if gt.dim() == 4 else lq[0]
+
+
+def _read(ref: Path | np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 from a decoded array, a cached .npy (memory-mapped) or an image file."""
+    if isinstance(ref, np.ndarray):
+        return ref
+    if ref.suffix == ".npy":
+        try:
+            a = np.load(ref, mmap_mode="r")  # a crop then reads only the rows it touches
+        except Exception as e:
+            raise ImageLoadError(ref, f"{type(e).__name__}: {e}") from e
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ImageLoadError(ref, f"expected (H, W, 3) uint8, got {a.shape} {a.dtype}")
+        return a
+    return load_image(ref)
+
+
+class SRDataset(Dataset):
+    """Random (train) or fixed (validation) square crops -> (lq, gt) float32 tensors in [0, 1].
+
+    A crop's side is drawn log-uniformly between min_crop (default: size) and max_crop (default:
+    the image's short side), so every zoom level is equally likely, then resized (antialiased
+    bicubic) to size x size. Images with a short side below size are upscaled whole (a soft gt,
+    kept on purpose for small photo sets); below size / 2 they are skipped with a warning, as
+    are files that cannot be decoded. verify=True decodes every file once here so truncated
+    files are caught up front; verify=False only reads headers (for huge uncached folders), and
+    a file that fails later is replaced by the next image for that crop, with a warning.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        size: int = 128,
+        scale: int = 4,
+        crops_per_image: int = 16,
+        train: bool = True,
+        min_crop: int | None = None,
+        max_crop: int | None = None,
+        rotate: bool = False,
+        method: str = "bilinear",
+        seed: int = 0,
+        verify: bool = True,
+    ):
+        if size % scale:
+            raise ValueError(f"output size {size} is not divisible by scale {scale}")
+        if method not in ("bilinear", "bicubic"):
+            raise ValueError(f"method must be 'bilinear' or 'bicubic', got {method!r}")
+        self.size, self.scale, self.train = size, scale, train
+        self.crops_per_image = crops_per_image
+        self.min_crop, self.max_crop = min_crop or size, max_crop
+        self.rotate, self.method, self.seed = rotate, method, seed
+        self.names: list[str] = []
+        self.refs: list[Path | np.ndarray] = []  # what _read() takes
+        skipped: list[str] = []
+        for src in sources:
+            name, ref = (src[0], src[1]) if isinstance(src, tuple) else (str(src), Path(src))
+            try:
+                h, w, ref = _probe(ref, verify)
+            except ImageLoadError as e:
+                skipped.append(f"{Path(name).name} ({e.reason})")
+                continue
+            if min(h, w) < size // 2:
+                skipped.append(f"{Path(name).name} (too small: {w}x{h} < {size // 2} px)")
+                continue
+            self.names.append(name)
+            self.refs.append(ref)
+        if skipped:
+            warnings.warn(
+                f"skipped {len(skipped)} of {len(sources)} images: " + ", ".join(skipped),
+                stacklevel=2,
+            )
+        if not self.refs:
+            raise ValueError(f"no usable images among {len(sources)} sources")
+        self._rng: np.random.Generator | None = None
+        self._rng_key: int | None = None
+        self._bad: set[int] = set()  # images that failed to decode in this process
+
+    def __len__(self) -> int:
+        return len(self.refs) * self.crops_per_image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Validation: one fixed generator per index, so every epoch sees the same crops.
+        rng = self._train_rng() if self.train else np.random.default_rng([self.seed, index])
+        j = index // self.crops_per_image
+        for attempt in range(len(self.refs)):  # a file that breaks mid-training must not kill it
+            k = (j + attempt) % len(self.refs)
+            if k in self._bad:
+                continue
+            try:
+                img = _read(self.refs[k])
+                break
+            except ImageLoadError as e:
+                self._bad.add(k)  # warn once per process, then skip it
+                warnings.warn(f"{e}; using other images instead", stacklevel=2)
+        else:
+            raise RuntimeError("none of the dataset's images can be read any more")
+        gt = self._crop(img, rng).float() / 255  # (3, S, S)
+        return degrade(gt, self.scale, self.method), gt  # (3, S/scale, S/scale), (3, S, S)
+
+    def _train_rng(self) -> np.random.Generator:
+        """Per-process generator: seeded from DataLoader's per-worker seed inside workers."""
+        info = get_worker_info()
+        key = None if info is None else info.seed  # info.seed = loader base seed + worker id
+        if self._rng is None or key != self._rng_key:
+            self._rng = np.random.default_rng(self.seed if key is None else [self.seed, key])
+            self._rng_key = key
+        return self._rng
+
+    def _crop(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Random square crop of random side -> (3, S, S) uint8, flipped in training."""
+        h, w = img.shape[:2]
+        short = min(h, w)
+        hi = min(self.max_crop or short, short)
+        lo = min(self.min_crop, hi)
+        side = int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        patch = crop_resize(img, top, left, side, self.size)
+        if self.train:
+            if rng.random() < 0.5:
+                patch = patch.flip(-1)
+            if rng.random() < 0.5:
+                patch = patch.flip(-2)
+            if self.rotate:
+                patch = patch.rot90(int(rng.integers(4)), dims=(-2, -1))
+        return patch
+
+
+def crop_resize(img: np.ndarray, top: int, left: int, side: int, size: int) -> torch.Tensor:
+    """img[top:top+side, left:left+side] (H, W, 3) -> (3, size, size) uint8, bicubic antialiased."""
+    crop = torch.from_numpy(np.array(img[top : top + side, left : left + side]))  # copy: writable
+    crop = crop.permute(2, 0, 1)  # (3, side, side), channels-last in memory
+    if side == size:
+        return crop.contiguous()
+    # uint8 + antialias has a fast path in torch (4x PIL's bicubic here) and matches PIL to 1 level
+    out = F.interpolate(crop[None], size=(size, size), mode="bicubic", antialias=True)
+    return out[0].contiguous()
+
+
+def _probe(ref: Path | np.ndarray, verify: bool) -> tuple[int, int, Path | np.ndarray]:
+    """(h, w, ref) of a source, raising ImageLoadError for unusable ones."""
+    if isinstance(ref, np.ndarray):
+        a = np.repeat(ref[:, :, None], 3, axis=2) if ref.ndim == 2 else ref
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ImageLoadError("<array>", f"expected (H, W, 3) uint8, got {a.shape} {a.dtype}")
+        return a.shape[0], a.shape[1], a
+    if ref.suffix == ".npy" or verify:
+        h, w = _read(ref).shape[:2]
+        return h, w, ref
+    try:
+        with Image.open(ref) as im:  # header only: cheap, catches non-images
+            w, h = im.size
+    except Exception as e:
+        raise ImageLoadError(ref, f"{type(e).__name__}: {e}") from e
+    return h, w, ref
+
+
+def source_name(src: Source) -> str:
+    """A source's short name: 'moon' for ('skimage/moon', array) or for '.../moon.jpg.npy'."""
+    return Path(src[0]).name if isinstance(src, tuple) else Path(src).name.split(".")[0]
+
+
+def split_by_image(
+    sources: Sequence[Source], val_fraction: float = 0.1, seed: int = 0, holdout: Sequence[str] = ()
+) -> tuple[list[Source], list[Source]]:
+    """Split sources into (train, val) by image, so no photo leaks into both sides.
+
+    Names in `holdout` (see `source_name`) always go to validation, e.g. the photo a notebook
+    shows as its hero example; the rest of the validation share is drawn at random.
+    """
+    n = len(sources)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)  # at least one image on each side
+    forced = [i for i, s in enumerate(sources) if source_name(s) in set(holdout)]
+    rest = [i for i in np.random.default_rng(seed).permutation(n).tolist() if i not in forced]
+    val_idx = set(forced + rest[: max(0, n_val - len(forced))])
+    train = [s for i, s in enumerate(sources) if i not in val_idx]
+    return train, [s for i, s in enumerate(sources) if i in val_idx]
+
+
+def to_tensor(src: Source) -> torch.Tensor:
+    """A whole source image as a float tensor (3, H, W) in [0, 1]."""
+    img = np.asarray(_read(src[1] if isinstance(src, tuple) else Path(src)))
+    img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+    return torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255
+
+
+def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
+    """Write sources as lossless PNGs named by `source_name` (e.g. held-out photos to evaluate)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        img = _read(src[1] if isinstance(src, tuple) else Path(src))
+        img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+        Image.fromarray(np.asarray(img)).save(folder / f"{source_name(src)}.png")
+    return folder
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in each worker from its torch seed (for user transforms)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = True,
+    workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """DataLoader with seeded shuffling and per-worker seeds (reproducible, distinct workers)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),  # shuffle order and worker base seed
+        worker_init_fn=_seed_worker,
+        persistent_workers=workers > 0,  # keeps each worker's RNG stream going across epochs
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+    )
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _cache_path(src: Path, src_root: Path, cache_root: Path) -> Path:
+    """data/images/sub/a.jpg -> cache/sub/a.jpg.npy (mirrors the tree: no name clashes)."""
+    rel = src.relative_to(src_root)
+    return cache_root / rel.parent / (rel.name + ".npy")
+
+
+def _is_fresh(src: Path, dst: Path, max_side: int) -> bool:
+    """dst is newer than src, a readable array, and was made with this max_side."""
+    try:
+        if dst.stat().st_mtime < src.stat().st_mtime:
+            return False
+        long = max(np.load(dst, mmap_mode="r").shape[:2])
+        if long == max_side:  # shrunk to exactly max_side
+            return True
+        with Image.open(src) as im:  # otherwise it must be the original, unshrunk size
+            return long < max_side and long == max(im.size)
+    except Exception:
+        return False
+
+
+def _cache_one(src: Path, dst: Path, max_side: int) -> str | None:
+    """Decode src once and write dst atomically; returns an error reason or None."""
+    try:
+        rgb = load_image(src, max_side=max_side)
+    except ImageLoadError as e:
+        return e.reason
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:  # np.save(path) would append ".npy" to the temp name
+            np.save(f, rgb)
+        os.replace(tmp, dst)  # readers never see a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return None
+
+
+def prepare_cache(
+    src_folder: str | os.PathLike,
+    cache_folder: str | os.PathLike,
+    max_side: int = 2048,
+    workers: int | None = None,
+) -> list[Path]:
+    """Decode every image under src_folder once into cache_folder as (H, W, 3) uint8 .npy.
+
+    Up-to-date entries are kept; corrupt images are skipped with a counted warning. Returns
+    the cache files of all usable images, in find_images order.
+    """
+    src_root, cache_root = Path(src_folder), Path(cache_folder)
+    images = find_images(src_root)
+    jobs = [(p, _cache_path(p, src_root, cache_root)) for p in images]
+    todo = [(p, d) for p, d in jobs if not _is_fresh(p, d, max_side)]
+    workers = min(workers or os.cpu_count() or 1, max(1, len(todo)))
+    srcs, dsts = [p for p, _ in todo], [d for _, d in todo]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            errors = list(pool.map(_cache_one, srcs, dsts, [max_side] * len(todo)))
+    else:
+        errors = [_cache_one(p, d, max_side) for p, d in todo]
+    failed = {p: e for p, e in zip(srcs, errors, strict=True) if e is not None}
+    if failed:
+        details = ", ".join(f"{p.name} ({e})" for p, e in failed.items())
+        warnings.warn(f"skipped {len(failed)} of {len(images)} images: {details}", stacklevel=2)
+    return [d for p, d in jobs if p not in failed]
+
+
+def folder_sources(images_dir: str | os.PathLike, cache_dir: str | os.PathLike | None) -> list:
+    """Images under images_dir, each replaced by its cached .npy when that is up to date."""
+    images_dir = Path(images_dir)
+    sources: list[Path] = []
+    for p in find_images(images_dir):
+        cached = _cache_path(p, images_dir, Path(cache_dir)) if cache_dir else None
+        fresh = cached is not None and cached.exists()
+        sources.append(cached if fresh and cached.stat().st_mtime >= p.stat().st_mtime else p)
+    return sources
+
+
+def default_sources(data_dir: str | os.PathLike = "data/valued") -> tuple[list[Source], str]:
+    """Downloaded photos (cached where prepared) if any, else the embedded set; plus a summary."""
+    images_dir, cache_dir = Path(data_dir) / "images", Path(data_dir) / "cache"
+    if images_dir.is_dir() and find_images(images_dir):
+        sources = folder_sources(images_dir, cache_dir)
+        n_cached = sum(Path(s).suffix == ".npy" for s in sources)
+        hint = "" if n_cached else " (prepare the fast-crop cache: python -m srlib.data cache)"
+        return sources, (
+            f"{len(sources)} downloaded photos from {images_dir}, "
+            f"{n_cached} of them from the fast-crop cache {cache_dir}{hint}"
+        )
+    photos = embedded_photos()
+    return list(photos), (
+        f"{len(photos)} embedded photos (scikit-image, scikit-learn, matplotlib samples); "
+        f"no downloaded photos in {images_dir}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: `python -m srlib.data cache --src DIR --dst DIR --max-side 2048`."""
+    parser = argparse.ArgumentParser(prog="python -m srlib.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cache = sub.add_parser("cache", help="decode images once into memory-mappable .npy files")
+    cache.add_argument("--src", default="data/valued/images")
+    cache.add_argument("--dst", default="data/valued/cache")
+    cache.add_argument("--max-side", type=int, default=2048)
+    cache.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    if not Path(args.src).is_dir():
+        parser.error(f"--src {args.src} is not a folder")
+    n = len(find_images(args.src))
+    done = prepare_cache(args.src, args.dst, args.max_side, args.workers)
+    print(f"{len(done)} of {n} images cached in {args.dst} (longest side <= {args.max_side})")
+
+
+if __name__ == "__main__":
+    main()
