@@ -123,6 +123,11 @@ def lr_at(progress: float, step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a (B, C, H, W) batch to `device` in channels_last layout."""
+    return x.to(device, memory_format=torch.channels_last, non_blocking=True)
+
+
 def psnr(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Quick RGB PSNR in dB per image on [0, 1] tensors, for validation curves only."""
     mse = ((sr.clamp(0, 1) - gt) ** 2).flatten(1).mean(1)
@@ -185,7 +190,7 @@ def validate(
     model.eval()
     losses, psnrs = [], []
     for lq, gt in loader:
-        lq, gt = lq.to(device), gt.to(device)
+        lq, gt = to_device(lq, device), to_device(gt, device)
         sr = model(lq)
         losses.append(loss_fn(sr, gt)[0].item() * len(lq))
         psnrs.append(psnr(sr, gt).sum().item())
@@ -211,8 +216,9 @@ def fit(
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    model.to(device).train()
-    loss_fn.to(device)
+    # channels_last: oneDNN's fast convolution layout on CPU (2-6x here), also good on GPUs.
+    model.to(device, memory_format=torch.channels_last).train()
+    loss_fn.to(device, memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -295,7 +301,7 @@ def fit(
             progress_ = max(step / cfg.steps, elapsed / budget if budget else 0.0)
             for group in opt.param_groups:
                 group["lr"] = lr_at(progress_, step, cfg)
-            lq, gt = lq.to(device, non_blocking=True), gt.to(device, non_blocking=True)
+            lq, gt = to_device(lq, device), to_device(gt, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 sr = model(lq)  # (B, 3, H, W)
             loss, parts = loss_fn(sr.float(), gt)

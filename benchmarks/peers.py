@@ -1,0 +1,53 @@
+"""Peer models for benchmarks only (not part of srlib): ESPCN and the seed project's design."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srlib.models import Decoder, ResNetEncoder, upsample
+
+
+class ESPCN(nn.Module):
+    """Sub-pixel CNN as in pytorch/examples/super_resolution (Shi et al. 2016), on RGB."""
+
+    def __init__(self, scale: int = 2, channels: int = 64):
+        super().__init__()
+        self.scale, self.stride = scale, 1
+        self.conv1 = nn.Conv2d(3, channels, 5, padding=2)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv3 = nn.Conv2d(channels, channels // 2, 3, padding=1)
+        self.conv4 = nn.Conv2d(channels // 2, 3 * scale**2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.config = dict(arch="ESPCN", scale=scale, channels=channels)
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(lq))
+        x = F.relu(self.conv2(x))
+        x = F.relu(self.conv3(x))
+        return self.shuffle(self.conv4(x))  # (B, 3, h*s, w*s)
+
+
+class SeedUpscaler(nn.Module):
+    """Our reading of the seed's design: everything runs on the bilinear upscale, at HR.
+
+    A frozen ResNet18 encoder on the HR-sized bilinear image, a decoder of ResNet blocks whose
+    last, 128-channel block runs at full HR resolution, and a conv predicting the residual.
+    """
+
+    def __init__(self, scale: int = 2, width: int = 128, pretrained: bool = False):
+        super().__init__()
+        self.scale = scale
+        self.encoder = ResNetEncoder(3, pretrained=pretrained, download=False)
+        self.stride = self.encoder.stride
+        self.decoder = Decoder(self.encoder.out_channels, (width, width, width))
+        self.out = nn.Conv2d(width, 3, 3, padding=1)
+        self.config = dict(arch="SeedUpscaler", scale=scale, width=width)
+
+    def base_upscale(self, lq: torch.Tensor) -> torch.Tensor:
+        return upsample(lq, self.scale, "bilinear")
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        base = self.base_upscale(lq)  # (B, 3, H, W): the network works at HR from the start
+        return base + self.out(self.decoder(self.encoder(base)))

@@ -1,0 +1,681 @@
+"""Paper-grade SR metrics (PSNR/SSIM on Y, RGB PSNR, detail ratio, LPIPS) and benchmark evaluation.
+
+The protocol follows the SR literature (SRCNN, VDSR, EDSR, ...) so our numbers can sit next to
+published tables:
+- images are quantised to 8 bit (round(x * 255), clamped) before anything is measured;
+- PSNR and SSIM are computed on the Y channel of ITU-R BT.601 as MATLAB's rgb2ycbcr gives it for
+  8-bit images: Y = 16 + 65.481 R + 128.553 G + 24.966 B (RGB in [0, 1]), rounded to an integer
+  in [16, 235]. Grayscale images are measured on their gray level (0..255) itself, because the
+  published MATLAB scripts only call rgb2ycbcr on colour images (this is what makes Set14, whose
+  img_003 is gray, match the published bicubic figures);
+- `scale` pixels are cropped from every border (`crop_border`, default = scale);
+- LR inputs are made with MATLAB's imresize (bicubic, antialiased, on uint8), re-implemented
+  here; it re-creates the Set5/Set14 LR files bit for bit (benchmarks/bicubic_check.py).
+Besides: RGB PSNR (`psnr_rgb`, our own, not the paper convention), a weight-free detail ratio
+(`detail_ratio`) and LPIPS when its weights are already on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from skimage.metrics import structural_similarity
+from torch import Tensor, nn
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "detail", "lpips")
+
+# --------------------------------------------------------------------------------------------
+# MATLAB-compatible imresize
+
+
+def _cubic(x: Tensor) -> Tensor:
+    """Keys cubic kernel with a = -0.5, as MATLAB's imresize 'bicubic'."""
+    ax = x.abs()
+    ax2, ax3 = ax * ax, ax * ax * ax
+    near = (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+    far = (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
+    return near + far
+
+
+def _triangle(x: Tensor) -> Tensor:
+    """Linear kernel, as MATLAB's imresize 'bilinear'."""
+    return (1 - x.abs()).clamp(min=0)
+
+
+_KERNELS = {"bicubic": (_cubic, 4.0), "bilinear": (_triangle, 2.0)}
+
+
+def _resize_matrix(
+    in_len: int, out_len: int, scale: float, method: str, antialias: bool, boundary: str
+) -> Tensor:
+    """(out_len, in_len) float64 W with out = W @ in along one axis (MATLAB's contributions)."""
+    kernel, width = _KERNELS[method]
+    if scale < 1 and antialias:
+        # Downscaling: stretch the kernel by 1/scale so it low-passes before sampling.
+        def h(x: Tensor) -> Tensor:
+            return scale * kernel(scale * x)
+
+        width = width / scale
+    else:
+        h = kernel
+    x = torch.arange(1, out_len + 1, dtype=torch.float64)  # 1-based output coords, as MATLAB
+    u = x / scale + 0.5 * (1 - 1 / scale)  # matching input coordinate
+    left = torch.floor(u - width / 2)
+    taps = math.ceil(width) + 2
+    idx = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # (out, taps)
+    weights = h(u[:, None] - idx)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    idx = idx.long() - 1  # 0-based
+    if boundary == "replicate":
+        # MATLAB's imresize.m clamps out-of-range taps ("replicating end-points").
+        idx = idx.clamp(0, in_len - 1)
+    else:
+        # Half-sample mirror, as the common Python ports of imresize (e.g. BasicSR) do.
+        aux = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
+        idx = aux[idx % (2 * in_len)]
+    mat = torch.zeros(out_len, in_len, dtype=torch.float64)
+    mat.scatter_add_(1, idx, weights)
+    return mat
+
+
+def _round(x: Tensor) -> Tensor:
+    """Round halves up, as MATLAB's round does for x >= 0 (torch.round rounds half to even)."""
+    return torch.floor(x + 0.5)
+
+
+def imresize(
+    img: Tensor | np.ndarray,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    method: str = "bicubic",
+    antialias: bool = True,
+    uint8: bool = False,
+    boundary: str = "replicate",
+) -> Tensor | np.ndarray:
+    """MATLAB-compatible imresize of a channels-first float image (..., H, W); give scale or size.
+
+    Same kernels (Keys cubic a = -0.5, or linear), the kernel widened by 1/scale when
+    downscaling (antialias), the same pixel-centre mapping, separable passes in MATLAB's
+    order. boundary="replicate" is what MATLAB's imresize.m does (it clamps out-of-range
+    taps); "symmetric" mirrors them like the usual Python ports (BasicSR) and differs from
+    MATLAB in the outermost pixels only. uint8=True reproduces MATLAB on a uint8 image: the
+    input is taken as 8-bit levels and rounded and clamped to 8 bit after each 1-D pass
+    (MATLAB keeps the uint8 class in between). With both defaults plus uint8=True this
+    re-creates the Set5/Set14 benchmark LR files bit for bit. Values are floats in [0, 1].
+    """
+    if method not in _KERNELS:
+        raise ValueError(f"method must be one of {sorted(_KERNELS)}, got {method!r}")
+    if boundary not in ("replicate", "symmetric"):
+        raise ValueError(f"boundary must be 'replicate' or 'symmetric', got {boundary!r}")
+    is_numpy = isinstance(img, np.ndarray)
+    x = torch.from_numpy(img) if is_numpy else img
+    if x.ndim < 2:
+        raise ValueError(f"expected an image (..., H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"imresize works on float images in [0, 1], got dtype {x.dtype}")
+    in_h, in_w = x.shape[-2:]
+    if in_h == 0 or in_w == 0:
+        raise ValueError(f"cannot resize an empty image of shape {tuple(x.shape)}")
+    if (scale is None) == (size is None):
+        raise ValueError("give exactly one of scale or size")
+    if scale is not None:
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        # MATLAB: output size is ceil(in * scale) and the exact scale is used for the mapping.
+        # round() guards against float fuzz: 30 * 0.1 is 3.0000000000000004, not 3.
+        out_h = math.ceil(round(in_h * scale, 8))
+        out_w = math.ceil(round(in_w * scale, 8))
+        scale_h = scale_w = float(scale)
+    else:
+        out_h, out_w = size
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        scale_h, scale_w = out_h / in_h, out_w / in_w
+    mat_h = _resize_matrix(in_h, out_h, scale_h, method, antialias, boundary).to(x.device)
+    mat_w = _resize_matrix(in_w, out_w, scale_w, method, antialias, boundary).to(x.device)
+    out = x.to(torch.float64)  # float64 so that results are not limited by float32 rounding
+    if uint8:
+        out = _round(out.clamp(0, 1) * 255)  # (..., H, W) 8-bit levels
+    # MATLAB resizes the dimension with the smaller scale first (rows on a tie).
+    passes = ["h", "w"] if scale_h <= scale_w else ["w", "h"]
+    for axis in passes:
+        if axis == "h":
+            out = torch.einsum("ih,...hw->...iw", mat_h, out)
+        else:
+            out = torch.einsum("...hw,jw->...hj", out, mat_w)
+        if uint8:
+            out = _round(out.clamp(0, 255))  # clamping first keeps _round's input >= 0
+    out = (out / 255 if uint8 else out).to(x.dtype)
+    return out.numpy() if is_numpy else out
+
+
+def bicubic(lq: Tensor, scale: int) -> Tensor:
+    """Baseline upscaler: MATLAB bicubic imresize of (B, 3, h, w) by `scale`, clamped to [0, 1]."""
+    return imresize(lq, scale=scale, method="bicubic").clamp(0, 1)
+
+
+def bilinear(lq: Tensor, scale: int) -> Tensor:
+    """Baseline upscaler: MATLAB bilinear imresize of (B, 3, h, w) by `scale`, clamped to [0, 1]."""
+    return imresize(lq, scale=scale, method="bilinear").clamp(0, 1)
+
+
+def mod_crop(img: Tensor, scale: int) -> Tensor:
+    """Crop (..., H, W) at the bottom/right to a multiple of `scale` (MATLAB modcrop)."""
+    h, w = img.shape[-2:]
+    return img[..., : h - h % scale, : w - w % scale]
+
+
+# --------------------------------------------------------------------------------------------
+# Pixel metrics
+
+
+def quantize(img: Tensor) -> Tensor:
+    """Round a [0, 1] image to 8-bit levels, returned as float in [0, 1] (as if saved to PNG)."""
+    return _round(img.clamp(0, 1) * 255) / 255
+
+
+def rgb_to_y(img: Tensor) -> Tensor:
+    """BT.601 luma as MATLAB rgb2ycbcr: (..., 3, H, W) in [0, 1] -> (..., H, W) in [16, 235].
+
+    A 1-channel (gray) image is returned as its gray level 255 * v, in [0, 255], as the
+    published evaluation scripts do (they skip rgb2ycbcr for gray images).
+    """
+    if img.ndim < 3 or img.shape[-3] not in (1, 3):
+        raise ValueError(f"expected (..., 1 or 3, H, W), got shape {tuple(img.shape)}")
+    if img.shape[-3] == 1:
+        return 255.0 * img[..., 0, :, :]
+    r, g, b = img.unbind(-3)
+    return 16.0 + 65.481 * r + 128.553 * g + 24.966 * b
+
+
+def rgb_to_gray(img: Tensor) -> Tensor:
+    """Full-range BT.601 luma (..., 3, H, W) -> (..., 1, H, W) in [0, 1]; R = G = B = v gives v."""
+    return ((rgb_to_y(img) - 16.0) / 219.0).unsqueeze(-3)
+
+
+def _prepare(sr: Tensor, gt: Tensor, scale: int, crop_border: int | None) -> tuple[Tensor, Tensor]:
+    """Check shapes, quantise to 8 bit, crop the border: float64 (B, C, H', W') in [0, 1]."""
+    if sr.shape != gt.shape:
+        raise ValueError(f"sr and gt shapes differ: {tuple(sr.shape)} vs {tuple(gt.shape)}")
+    if sr.ndim == 3:
+        sr, gt = sr[None], gt[None]
+    if sr.ndim != 4 or sr.shape[1] not in (1, 3):
+        raise ValueError(f"expected (C, H, W) or (B, C, H, W) with C = 1 or 3, got {sr.shape}")
+    c = scale if crop_border is None else crop_border
+    if c < 0:
+        raise ValueError(f"crop_border must be >= 0, got {c}")
+    h, w = sr.shape[-2:]
+    if h - 2 * c <= 0 or w - 2 * c <= 0:
+        raise ValueError(f"image {h}x{w} is too small to crop {c} pixels from each border")
+    sr = sr.detach()[..., c : h - c, c : w - c].to("cpu", torch.float64)
+    gt = gt.detach()[..., c : h - c, c : w - c].to("cpu", torch.float64)
+    return quantize(sr), quantize(gt)
+
+
+def _y8(img: Tensor) -> Tensor:
+    """Y (or gray level) of a quantised image rounded to integers, as rgb2ycbcr gives for uint8."""
+    return _round(rgb_to_y(img))
+
+
+def _psnr_255(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB for data on a 0-255 scale; inf when identical."""
+    mse = torch.mean((a - b) ** 2).item()
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _ssim_255(a: Tensor, b: Tensor) -> float:
+    """SSIM of two (H, W) images on a 0-255 scale with the Wang et al. settings (skimage)."""
+    if min(a.shape) < 11:
+        raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {tuple(a.shape)}")
+    return structural_similarity(
+        a.numpy(),
+        b.numpy(),
+        data_range=255,
+        gaussian_weights=True,  # 11x11 Gaussian window: sigma 1.5, truncated at 3.5 sigma
+        sigma=1.5,
+        use_sample_covariance=False,
+        K1=0.01,
+        K2=0.03,
+    )
+
+
+def _band_energy(y: Tensor, cutoff: float) -> float:
+    """Spectral energy of (H, W) above `cutoff` cycles/pixel (radial), Hann-windowed."""
+    h, w = y.shape
+    # The window stops the image's hard edges (FFT wrap-around) from posing as detail.
+    win = torch.outer(
+        torch.hann_window(h, periodic=False, dtype=torch.float64),
+        torch.hann_window(w, periodic=False, dtype=torch.float64),
+    )
+    spec = torch.fft.rfft2((y - y.mean()) * win).abs() ** 2  # (H, W // 2 + 1)
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
+    # rfft2 holds the non-redundant half; the ratio does not care about the factor 2.
+    return spec[(fx**2 + fy**2).sqrt() > cutoff].sum().item()
+
+
+def _detail(a: Tensor, b: Tensor, cutoff: float) -> float:
+    """Band energy of a over that of b; nan if b has none (1.0 if neither has)."""
+    e_a, e_b = _band_energy(a, cutoff), _band_energy(b, cutoff)
+    if e_b == 0:
+        return 1.0 if e_a == 0 else math.nan
+    return e_a / e_b
+
+
+def _mean(values: list[float]) -> float:
+    """Mean over the images of a batch."""
+    return float(np.mean(values))
+
+
+def psnr_y(sr: Tensor, gt: Tensor, scale: int, crop_border: int | None = None) -> float:
+    """PSNR (dB) on the 8-bit BT.601 Y channel, border cropped; mean over a batch."""
+    sr, gt = _prepare(sr, gt, scale, crop_border)
+    return _mean([_psnr_255(_y8(s), _y8(g)) for s, g in zip(sr, gt, strict=True)])
+
+
+def psnr_rgb(sr: Tensor, gt: Tensor, scale: int, crop_border: int | None = None) -> float:
+    """PSNR (dB) over all RGB channels (not the paper convention), 8-bit, border cropped."""
+    sr, gt = _prepare(sr, gt, scale, crop_border)
+    return _mean([_psnr_255(s * 255, g * 255) for s, g in zip(sr, gt, strict=True)])
+
+
+def ssim_y(sr: Tensor, gt: Tensor, scale: int, crop_border: int | None = None) -> float:
+    """SSIM on the 8-bit Y channel (Wang et al. 2004), border cropped; mean over a batch.
+
+    Computed by skimage.metrics.structural_similarity with the settings of the original MATLAB
+    code: 11x11 Gaussian window with sigma 1.5 (gaussian_weights=True, sigma=1.5), K1 = 0.01,
+    K2 = 0.03, population covariance (use_sample_covariance=False), data_range=255; the SSIM
+    map is averaged over the valid region.
+    """
+    sr, gt = _prepare(sr, gt, scale, crop_border)
+    return _mean([_ssim_255(_y8(s), _y8(g)) for s, g in zip(sr, gt, strict=True)])
+
+
+def detail_ratio(
+    sr: Tensor,
+    gt: Tensor,
+    scale: int,
+    crop_border: int | None = None,
+    cutoff: float | None = None,
+) -> float:
+    """High-frequency energy of sr over that of gt on Y (1 = as detailed as gt, < 1 = blurry).
+
+    Energy is the power spectrum (Hann-windowed FFT of the mean-free 8-bit Y channel) above
+    `cutoff` cycles/pixel, by default 0.5 / scale: the Nyquist frequency of the LR input,
+    i.e. exactly the detail the model had to invent (for x2 that is half the HR Nyquist).
+    Needs no network weights. > 1 means over-sharpening, ringing or noise; nan when gt has
+    no energy in the band (a flat image). Mean over a batch.
+    """
+    cutoff = 0.5 / scale if cutoff is None else cutoff
+    if not 0 < cutoff < 0.5 * math.sqrt(2):
+        raise ValueError(f"cutoff must be in (0, 0.707) cycles/pixel, got {cutoff}")
+    sr, gt = _prepare(sr, gt, scale, crop_border)
+    return _mean([_detail(_y8(s), _y8(g), cutoff) for s, g in zip(sr, gt, strict=True)])
+
+
+# --------------------------------------------------------------------------------------------
+# LPIPS (optional: needs the `lpips` package and AlexNet ImageNet weights already on disk)
+
+_LPIPS: dict[str, Any] = {}
+
+
+def lpips_status() -> tuple[bool, str]:
+    """Whether LPIPS can run here without downloading anything, and why not."""
+    try:
+        import lpips  # noqa: F401
+        from torchvision.models import AlexNet_Weights
+    except ImportError as e:
+        return False, f"LPIPS unavailable: {e.name} is not installed (pip install lpips)"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.IMAGENET1K_V1.url).name
+    if not path.is_file():
+        return False, f"LPIPS unavailable: AlexNet weights not cached at {path} (never downloaded)"
+    return True, str(path)
+
+
+def _lpips_model() -> nn.Module:
+    """LPIPS(alex) with the backbone loaded from the local torch hub cache only."""
+    ok, path = lpips_status()
+    if not ok:
+        raise RuntimeError(path)
+    if path not in _LPIPS:
+        import lpips
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's deprecated `pretrained=` warnings
+            # pnet_rand=True: build the backbone without weights so lpips cannot download them.
+            model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # lpips splits alexnet.features into slices whose children keep their original index.
+        backbone = {}
+        for key in model.net.state_dict():
+            _, index, param = key.split(".")
+            backbone[key] = state[f"features.{index}.{param}"]
+        model.net.load_state_dict(backbone)
+        _LPIPS.clear()
+        _LPIPS[path] = model.eval()
+    return _LPIPS[path]
+
+
+def lpips_distance(sr: Tensor, gt: Tensor) -> float:
+    """LPIPS (AlexNet, v0.1) between (B, 3, H, W) images in [0, 1]; nan if not available."""
+    if not lpips_status()[0]:
+        return math.nan
+    model = _lpips_model()
+    sr, gt = sr.detach().float().cpu(), gt.detach().float().cpu()
+    if sr.ndim == 3:
+        sr, gt = sr[None], gt[None]
+    with torch.no_grad():
+        return model(sr * 2 - 1, gt * 2 - 1).mean().item()  # lpips expects [-1, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Image loading
+
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+
+
+def _read_image(path: Path) -> tuple[Tensor, bool]:
+    """(3, H, W) float RGB in [0, 1] and whether the file itself is grayscale."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # the orientation a viewer would show
+            gray = im.mode in _GRAY_MODES
+            if im.mode.startswith("I"):
+                # 16-bit (or 32-bit int) grayscale: keep the precision, scale by 16-bit range.
+                arr = np.clip(np.asarray(im, dtype=np.float64) / 65535.0, 0, 1)
+                rgb = np.repeat(arr[..., None], 3, axis=-1)
+            elif im.mode == "F":
+                raise ValueError(f"{path}: floating-point images are not supported")
+            else:
+                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                    # Composite on white so that transparent areas do not turn black.
+                    im = im.convert("RGBA")
+                    im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im)
+                rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0  # CMYK, P, ... too
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    if rgb.ndim != 3 or min(rgb.shape[:2]) == 0:
+        raise ValueError(f"{path}: empty image")
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().contiguous(), gray  # (3, H, W)
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """Read an image file as RGB float (3, H, W) in [0, 1]; gray, 16-bit, RGBA, CMYK, EXIF ok."""
+    return _read_image(Path(path))[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark evaluation
+
+
+def _find_images(folder: Path, scale: int) -> tuple[str, list[tuple[str, Path, Path | None]]]:
+    """Return (layout, [(name, hr_path, lr_path or None)]) for a benchmark or plain HR folder."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    sub = folder / f"image_SRF_{scale}"
+    bench = sub if sub.is_dir() else folder
+    hrs = sorted(bench.glob(f"*_SRF_{scale}_HR.png"))
+    if hrs:
+        items = []
+        for hr in hrs:
+            lr = hr.with_name(hr.name.replace("_HR.png", "_LR.png"))
+            if not lr.is_file():
+                raise FileNotFoundError(f"benchmark HR image {hr} has no LR partner {lr.name}")
+            items.append((hr.name.replace(f"_SRF_{scale}_HR.png", ""), hr, lr))
+        return "benchmark", items
+    if list(folder.glob("image_SRF_*")) or list(folder.glob("*_SRF_*_HR.png")):
+        raise FileNotFoundError(f"{folder} is a benchmark folder without data for x{scale}")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return "hr_folder", [(p.stem, p, None) for p in files]
+
+
+def make_lq(gt: Tensor, scale: int) -> Tensor:
+    """LR input from an HR image as the benchmarks made theirs: MATLAB uint8 bicubic imresize."""
+    return imresize(gt, scale=1 / scale, method="bicubic", uint8=True)
+
+
+def _as_upscaler(
+    model_or_fn: nn.Module | Callable[[Tensor], Tensor] | str, scale: int
+) -> tuple[Callable[[Tensor], Tensor], str]:
+    """Wrap a model, a callable or a baseline name into fn(lq (1,3,h,w)) -> sr; plus its name."""
+    if isinstance(model_or_fn, str):
+        baselines = {"bicubic": bicubic, "bilinear": bilinear}
+        if model_or_fn not in baselines:
+            raise ValueError(f"unknown baseline {model_or_fn!r}; use one of {sorted(baselines)}")
+        base = baselines[model_or_fn]
+        return (lambda lq: base(lq, scale)), model_or_fn
+    if isinstance(model_or_fn, nn.Module):
+        model = model_or_fn
+        model_scale = getattr(model, "scale", scale)
+        if model_scale != scale:
+            raise ValueError(f"model upscales x{model_scale} but evaluation asked for x{scale}")
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+        def run(lq: Tensor) -> Tensor:
+            return model(lq.to(device, dtype)).float().cpu()
+
+        return run, type(model).__name__
+    if callable(model_or_fn):
+        return model_or_fn, getattr(model_or_fn, "__name__", type(model_or_fn).__name__)
+    raise TypeError(f"expected an nn.Module, a callable or a baseline name, got {model_or_fn!r}")
+
+
+def evaluate(
+    model_or_fn: nn.Module | Callable[[Tensor], Tensor] | str,
+    folder: str | os.PathLike,
+    scale: int,
+    crop_border: int | None = None,
+    with_lpips: bool = True,
+    max_images: int | None = None,
+    own_lq: bool = False,
+) -> dict[str, Any]:
+    """Evaluate an upscaler on a benchmark folder (given LR) or a plain HR folder (own LR).
+
+    Layouts: (a) `folder/image_SRF_<s>/img_XXX_SRF_<s>_{HR,LR}.png` (or that subfolder itself),
+    using the given LR, or with own_lq=True ignoring it; (b) any folder of HR images. Without
+    a given LR the HR is mod-cropped to `scale` and the LR made with `make_lq`. Metrics per
+    image: psnr_y, ssim_y, psnr_rgb, detail (see detail_ratio), lpips (nan if unavailable).
+    Returns {"method", "dataset", "scale", "layout", "lq", "images": [per-image dicts],
+    "mean": {metric: mean over images}, "notes": [...]}.
+    """
+    folder = Path(folder)
+    layout, items = _find_images(folder, scale)
+    items = items[:max_images] if max_images is not None else items
+    if own_lq:
+        items = [(name, hr, None) for name, hr, _ in items]
+    upscale, method = _as_upscaler(model_or_fn, scale)
+    use_lpips, lpips_note = lpips_status() if with_lpips else (False, "LPIPS not requested")
+    notes = [] if use_lpips else [lpips_note]
+    lq_source = "own" if own_lq or layout == "hr_folder" else "given"
+    if lq_source == "own":
+        notes.append(f"LR made from HR by MATLAB-style uint8 bicubic imresize x1/{scale}")
+
+    # nn.Modules run in eval mode under no_grad; their previous mode is restored afterwards.
+    was_training = isinstance(model_or_fn, nn.Module) and model_or_fn.training
+    if isinstance(model_or_fn, nn.Module):
+        model_or_fn.eval()
+    rows = []
+    try:
+        for name, hr_path, lr_path in items:
+            gt, gray = _read_image(hr_path)  # (3, H, W)
+            if lr_path is None:
+                gt = mod_crop(gt, scale)
+                if min(gt.shape[-2:]) < scale:
+                    raise ValueError(f"{hr_path}: image smaller than the scale factor {scale}")
+                lq = make_lq(gt, scale)
+            else:
+                lq = load_image(lr_path)
+                h, w = lq.shape[-2:]
+                if tuple(gt.shape[-2:]) != (h * scale, w * scale):
+                    if tuple(s // scale for s in gt.shape[-2:]) != (h, w):
+                        raise ValueError(
+                            f"{hr_path}: HR {tuple(gt.shape[-2:])} does not match "
+                            f"LR {(h, w)} at x{scale}"
+                        )
+                    gt = mod_crop(gt, scale)
+            with torch.no_grad():
+                sr = upscale(lq[None])  # (1, 3, H, W)
+            if not isinstance(sr, Tensor) or tuple(sr.shape) != (1, *gt.shape):
+                got = tuple(sr.shape) if isinstance(sr, Tensor) else type(sr).__name__
+                raise ValueError(f"{name}: upscaler returned {got}, expected {(1, *gt.shape)}")
+            if not torch.isfinite(sr).all():
+                raise ValueError(f"{name}: upscaler returned non-finite values")
+            sr = sr.detach().float().cpu().clamp(0, 1)  # (1, 3, H, W)
+            try:
+                # Quantise and crop once; the metrics are those of psnr_y, ssim_y, ... below.
+                q_sr, q_gt = _prepare(sr, gt[None], scale, crop_border)  # (1, 3, H', W')
+            except ValueError as e:
+                raise ValueError(f"{hr_path}: {e}") from e
+            if gray:
+                # Gray originals: Y metrics on the gray level, as the published scripts do.
+                notes.append(f"{name}: grayscale, Y metrics on its gray level")
+                y_sr, y_gt = _y8(rgb_to_gray(q_sr)[0]), _y8(q_gt[0, :1])  # (H', W') 0..255
+            else:
+                y_sr, y_gt = _y8(q_sr[0]), _y8(q_gt[0])  # (H', W') in 16..235
+            if min(y_sr.shape) < 11:
+                raise ValueError(f"{hr_path}: too small for SSIM after cropping the border")
+            row = {
+                "name": name,
+                "psnr_y": _psnr_255(y_sr, y_gt),
+                "ssim_y": _ssim_255(y_sr, y_gt),
+                "psnr_rgb": _psnr_255(q_sr * 255, q_gt * 255),
+                "detail": _detail(y_sr, y_gt, 0.5 / scale),
+                "lpips": lpips_distance(q_sr, q_gt) if use_lpips else math.nan,
+            }
+            rows.append(row)
+    finally:
+        if was_training:
+            model_or_fn.train()
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
+    dataset = folder.parent.name if folder.name.startswith("image_SRF_") else folder.name
+    return {
+        "method": method,
+        "dataset": dataset,
+        "scale": scale,
+        "layout": layout,
+        "lq": lq_source,
+        "images": rows,
+        "mean": mean,
+        "notes": notes,
+    }
+
+
+def summary_row(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """One table row (method, dataset, scale, mean metrics) from an `evaluate` result."""
+    row = {"method": result["method"], "dataset": result["dataset"], "scale": result["scale"]}
+    row.update(extra)
+    row.update(result["mean"])
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Published results (PSNR dB / SSIM on Y, `scale` border cropped, MATLAB bicubic LR)
+
+# Values as printed in the papers. Bicubic, SRCNN and VDSR: VDSR paper, Table 3 (Kim et al.,
+# "Accurate Image Super-Resolution Using Very Deep Convolutional Networks", CVPR 2016).
+# FSRCNN: its own paper (Dong et al., "Accelerating the Super-Resolution Convolutional Neural
+# Network", ECCV 2016), PSNR only; later papers that re-evaluate it list slightly different
+# values (e.g. 30.72 on Set5 x4).
+_VDSR = "Kim et al., CVPR 2016 (VDSR), Table 3"
+_FSRCNN = "Dong et al., ECCV 2016 (FSRCNN)"
+PUBLISHED: tuple[dict[str, Any], ...] = tuple(
+    {"method": m, "dataset": d, "scale": s, "psnr_y": p, "ssim_y": q, "source": src}
+    for m, src, table in [
+        (
+            "Bicubic",
+            _VDSR,
+            {
+                "Set5": [(33.66, 0.9299), (30.39, 0.8682), (28.42, 0.8104)],
+                "Set14": [(30.24, 0.8688), (27.55, 0.7742), (26.00, 0.7027)],
+            },
+        ),
+        (
+            "SRCNN",
+            _VDSR,
+            {
+                "Set5": [(36.66, 0.9542), (32.75, 0.9090), (30.48, 0.8628)],
+                "Set14": [(32.42, 0.9063), (29.28, 0.8209), (27.49, 0.7503)],
+            },
+        ),
+        (
+            "FSRCNN",
+            _FSRCNN,
+            {
+                "Set5": [(37.00, None), (33.16, None), (30.71, None)],
+                "Set14": [(32.63, None), (29.43, None), (27.59, None)],
+            },
+        ),
+        (
+            "VDSR",
+            _VDSR,
+            {
+                "Set5": [(37.53, 0.9587), (33.66, 0.9213), (31.35, 0.8838)],
+                "Set14": [(33.03, 0.9124), (29.77, 0.8314), (28.01, 0.7674)],
+            },
+        ),
+    ]
+    for d, values in table.items()
+    for s, (p, q) in zip((2, 3, 4), values, strict=True)
+)
+
+
+def published(
+    dataset: str | None = None, scale: int | None = None, method: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of PUBLISHED (labelled "(published)") filtered by dataset, scale and method."""
+    return [
+        {**r, "method": f"{r['method']} (published)"}
+        for r in PUBLISHED
+        if (dataset is None or r["dataset"] == dataset)
+        and (scale is None or r["scale"] == scale)
+        and (method is None or r["method"] == method)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Text tables
+
+
+def _fmt(value: Any, key: str) -> str:
+    """Format one cell: dB with 2 decimals, SSIM/ratios with 4, missing as '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Markdown table of result rows (columns default to the keys of all rows, in order)."""
+    if not rows:
+        return "(no rows)"
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_fmt(r.get(c), c) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(columns), sep, *(line(row) for row in cells)])

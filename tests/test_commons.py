@@ -1,0 +1,416 @@
+"""srlib.commons against a loopback fake of Commons: lists, faults, resume, kill, names."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from srlib import commons
+from srlib.commons import COLUMNS, CommonsError, Item, download, parse_list, safe_name
+
+try:
+    from tests._commons_server import FakeCommons, make_image
+except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
+    from _commons_server import FakeCommons, make_image
+
+REPO = Path(__file__).resolve().parents[1]
+CONTACT = "srlib-tests@example.invalid"
+# Short timeouts and delays keep the fault tests fast; the fake's slow answer takes 1 s.
+FAST = dict(contact=CONTACT, timeout=0.5, retries=3, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+def fake():
+    server = FakeCommons()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _item(fake: FakeCommons, title: str, **override) -> Item:
+    """The Item our `list` command would write for a file of the fake."""
+    data, meta = fake.files[title], fake.meta[title]
+    fields = dict(url=fake.url(title), size=len(data), sha1=hashlib.sha1(data).hexdigest())
+    fields.update(width=meta["width"], height=meta["height"], mime=meta["mime"])
+    fields.update(override)
+    return Item(title=title, **fields)
+
+
+def _add_files(fake: FakeCommons, names: list[str], size=(64, 48)) -> list[str]:
+    titles = []
+    for i, name in enumerate(names):
+        fmt = "PNG" if name.endswith(".png") else "JPEG"
+        titles.append(fake.add(f"File:{name}", make_image(*size, fmt, seed=i)))
+    return titles
+
+
+def _assert_clean(out: Path, fake: FakeCommons, expected: list[str]) -> None:
+    """Exactly the expected titles are under final names, byte-identical; no partial files."""
+    names = {commons.safe_name(t): t for t in expected}
+    present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    present.discard("failures.tsv")
+    present.discard("failures.txt")
+    assert present == set(names)
+    for name, title in names.items():
+        assert _sha1(out / name) == hashlib.sha1(fake.files[title]).hexdigest(), name
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".partial")]
+
+
+# ----------------------------------------------------------------------------- list parsing
+
+
+def test_parse_list_reads_the_seed_formats(tmp_path):
+    # Lines shaped like the seed project's link_list.txt and dl_links*.txt.
+    page_urls = [
+        "https://commons.wikimedia.org/wiki/File:Anaea_archidona_(Male)_(2).jpg",
+        "https://commons.wikimedia.org/wiki/File:Zo%C3%AFsite.jpg",
+        "https://commons.wikimedia.org/wiki/File:Harpoceras_%26_Ichtyosaure_(p).jpg",
+    ]
+    upload_urls = [
+        "https://upload.wikimedia.org/wikipedia/commons/d/d2/Zo%C3%AFsite.jpg",
+        "https://upload.wikimedia.org/wikipedia/commons/f/f0/20040514_large_hail_5.25%22.jpg",
+        "https://upload.wikimedia.org/wikipedia/commons/thumb/6/6b/Herschelite.jpg/800px-Herschelite.jpg",
+    ]
+    path = tmp_path / "links.txt"
+    text = "# comment\n\n" + "\r\n".join(page_urls + upload_urls) + "\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    items = parse_list(path)
+    assert [i.title for i in items] == [
+        "File:Anaea archidona (Male) (2).jpg",
+        "File:Zoïsite.jpg",
+        "File:Harpoceras & Ichtyosaure (p).jpg",
+        "File:Zoïsite.jpg",
+        'File:20040514 large hail 5.25".jpg',
+        "File:Herschelite.jpg",
+    ]
+    assert [i.url for i in items[:3]] == ["", "", ""]  # file pages: resolved later via the API
+    assert [i.url for i in items[3:]] == upload_urls  # already encoded: kept byte for byte
+    assert [i.line for i in items] == page_urls + upload_urls
+    assert safe_name(items[1].title) == "Zoïsite.jpg"
+    assert safe_name(items[4].title) == "20040514_large_hail_5.25_.jpg"
+
+
+def test_parse_list_tsv_round_trip_and_bad_lines(tmp_path):
+    item = Item("File:Zoïsite.jpg", "https://upload.wikimedia.org/x/Zo%C3%AFsite.jpg", 10, 4, 3)
+    item.sha1, item.artist = "a" * 40, "Jane\tDoe\nand co"  # tabs/newlines must not break rows
+    path = commons.write_list([item], tmp_path / "list.tsv")
+    assert path.read_text().splitlines()[0].split("\t") == list(COLUMNS)
+    (back,) = parse_list(path)
+    assert back == Item(**{**item.__dict__, "artist": "Jane Doe and co"})
+    for bad in ("ftp://example.org/a.jpg", "file:///etc/passwd", "just some words"):
+        (tmp_path / "bad.txt").write_text(f"File:ok.jpg\n{bad}\n")
+        with pytest.raises(ValueError, match=r"bad\.txt:2"):
+            parse_list(tmp_path / "bad.txt")
+    (tmp_path / "bad.tsv").write_text("title\turl\nFile:a.jpg\tfile:///etc/passwd\n")
+    with pytest.raises(ValueError, match="not an http"):
+        parse_list(tmp_path / "bad.tsv")
+
+
+# ---------------------------------------------------------------------------- file names
+
+NASTY = [
+    "File:../../etc/passwd",
+    "File:..\\..\\Windows\\system32\\evil.jpg",
+    "/etc/passwd",
+    "File:a/../../b.jpg",
+    "File:..",
+    "File:.",
+    "File:",
+    "File:.hidden.jpg",
+    "File:evil\x00name\n\r\t.jpg",
+    "File:photo\u202egpj.exe",
+    "File:CON.jpg",
+    "File:" + "é" * 300 + ".jpg",
+    'File:a<b>c:d"e|f?g*h.png',
+]
+
+
+@pytest.mark.parametrize("title", NASTY)
+def test_safe_name_cannot_escape(title, tmp_path):
+    name = safe_name(title)
+    assert name and name not in (".", "..") and not name.startswith(".")
+    assert "/" not in name and "\\" not in name and ".." not in name
+    assert all(ord(c) >= 32 and c not in "\u202e\x7f" for c in name)
+    assert len(name.encode()) <= commons.MAX_NAME_BYTES
+    assert commons._inside(tmp_path, name).parent == tmp_path.resolve()
+
+
+def test_safe_name_keeps_unicode_and_extensions_distinct(tmp_path):
+    assert safe_name("File:Mi-2 Darłowo 2009 .JPG") == "Mi-2_Darłowo_2009_.JPG"
+    long_a, long_b = "File:" + "é" * 300 + "a.jpg", "File:" + "é" * 300 + "b.jpg"
+    assert safe_name(long_a).endswith(".jpg") and safe_name(long_a) != safe_name(long_b)
+    assert safe_name("File:CON.jpg") == "_CON.jpg"
+    with pytest.raises(ValueError):
+        commons._inside(tmp_path, "..")
+    os.symlink(tmp_path.parent, tmp_path / "link.jpg")  # a planted symlink is refused as well
+    with pytest.raises(ValueError, match="escapes"):
+        commons._inside(tmp_path, "link.jpg")
+
+
+# ------------------------------------------------------------------------------ building lists
+
+
+def _category(fake: FakeCommons) -> list[str]:
+    titles = _add_files(fake, ["A.jpg", "B.png", "C.jpg", "D.jpg", "E.png", "F.jpg"])
+    titles.append(fake.add("File:Small.jpg", make_image(30, 20)))
+    gif = fake.add("File:Anim.gif", make_image(64, 48, "GIF"))
+    return titles + [gif]
+
+
+def test_build_list_pages_filters_and_is_polite(fake, tmp_path):
+    titles = _category(fake)
+    fake.api_faults = ["maxlag", "429"]
+    fake.retry_after = "0.3"
+    out = tmp_path / "valued.tsv"
+    items = commons.build_list(out, api=fake.api, min_side=32, progress=False, **FAST)
+    want = [t for t in titles if t not in ("File:Small.jpg", "File:Anim.gif")]
+    assert [i.title for i in items] == want
+    assert parse_list(out) == items  # the file on disk holds what was returned
+    assert items[0] == _item(fake, titles[0], license="CC BY-SA 4.0", artist="Jane & Doe",
+                             license_url="https://creativecommons.org/licenses/by-sa/4.0",
+                             description_url=f"{fake.base}/wiki/File%3AA.jpg")  # fmt: skip
+    api = fake.api_requests()
+    # 8 members, 3 per answer, each batch in two rounds (iicontinue), plus maxlag and 429 retries.
+    assert len(api) == 2 + 3 * 2
+    assert sum("iicontinue" in e["params"] for e in api) == 3
+    assert sum("gcmcontinue" in e["params"] for e in api) == 4
+    for e in api:
+        assert e["params"]["maxlag"] == "5" and e["params"]["gcmlimit"] == "50"
+        assert e["ua"].startswith(f"srlib/0.1.0 ({CONTACT})")
+    # Retry-After honoured after the maxlag error and after the 429.
+    assert api[1]["t"] - api[0]["t"] >= 0.3 and api[2]["t"] - api[1]["t"] >= 0.3
+
+
+def test_build_list_stops_at_max_files_and_cli_writes_tsv(fake, tmp_path, capsys):
+    _category(fake)
+    items = commons.build_list(tmp_path / "a.tsv", api=fake.api, max_files=2, **FAST)
+    assert len(items) == 2 and len(fake.api_requests()) == 1  # no page fetched beyond need
+    argv = ["list", "--api", fake.api, "--contact", CONTACT, "--out", str(tmp_path / "b.tsv")]
+    assert commons.main(argv + ["--mime", "image/gif", "--no-progress"]) == 0
+    assert [i.title for i in parse_list(tmp_path / "b.tsv")] == ["File:Anim.gif"]
+    assert "wrote 1 files" in capsys.readouterr().out
+
+
+def test_contact_comes_from_env_or_a_warning(fake, tmp_path, monkeypatch):
+    _category(fake)
+    monkeypatch.setenv("SRLIB_CONTACT", "env@example.invalid")
+    commons.build_list(tmp_path / "a.tsv", api=fake.api, max_files=1, progress=False)
+    assert fake.api_requests()[-1]["ua"].startswith("srlib/0.1.0 (env@example.invalid)")
+    monkeypatch.delenv("SRLIB_CONTACT")
+    with pytest.warns(UserWarning, match="SRLIB_CONTACT"):
+        commons.build_list(tmp_path / "a.tsv", api=fake.api, max_files=1, progress=False)
+
+
+def test_api_errors_are_clear(fake, tmp_path):
+    fake.api_faults = ["503"] * 10
+    with pytest.raises(CommonsError, match="after 4 attempts: HTTP 503"):
+        commons.build_list(tmp_path / "x.tsv", api=fake.api, **FAST)
+    assert not (tmp_path / "x.tsv").exists()
+
+
+# ------------------------------------------------------------------------------- downloads
+
+
+def test_download_recovers_from_transient_faults(fake, tmp_path):
+    faults = {
+        "Reset.jpg": ["reset", "reset"],
+        "Limited.jpg": ["429"],
+        "Busy.png": ["503", "503"],
+        "Truncated.jpg": ["truncate"],
+        "Truncated twice.png": ["truncate", "norange"],  # resume refused: restart from 0
+        "Bad sha.jpg": ["badsha"],
+        "Html.jpg": ["html"],
+        "Html as image.png": ["html_as_image"],
+        "Slow.jpg": ["slow"],
+        "Fine.jpg": [],
+    }
+    titles = _add_files(fake, list(faults), size=(96, 64))
+    for title in titles:
+        fake.faults[title] = list(faults[title[5:]])
+    fake.retry_after = "0.2"
+    listing = commons.write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
+    out = tmp_path / "images"
+    summary = download(listing, out, workers=4, api=fake.api, progress=False, **FAST)
+    assert summary.ok and sorted(summary.downloaded) == sorted(titles), summary
+    assert summary.failures_path is None and not (out / "failures.tsv").exists()
+    _assert_clean(out, fake, titles)
+    # The truncated file was resumed with a Range request answered 206, not fetched twice.
+    ranges = [e["range"] for e in fake.file_requests("File:Truncated.jpg")]
+    half = len(fake.files["File:Truncated.jpg"]) // 2
+    assert ranges == [None, f"bytes={half}-"]
+    assert [e["range"] is not None for e in fake.file_requests("File:Truncated twice.png")] == [
+        False,
+        True,
+    ]
+    limited = fake.file_requests("File:Limited.jpg")
+    assert limited[1]["t"] - limited[0]["t"] >= 0.2  # Retry-After honoured
+    assert all(e["ua"].startswith("srlib/") for e in fake.log)
+    # A second run verifies what is there and fetches nothing.
+    before = len(fake.log)
+    again = download(listing, out, api=fake.api, progress=False, **FAST)
+    assert again.ok and sorted(again.skipped) == sorted(titles) and len(fake.log) == before
+
+
+def test_download_permanent_failures_write_a_retry_list(fake, tmp_path, capsys):
+    good = _add_files(fake, ["Good 1.jpg", "Good 2.png"])
+    bad = {
+        "Always bad sha.jpg": ["badsha"] * 20,
+        "Always html.jpg": ["html"] * 20,
+        "Always reset.png": ["reset"] * 20,
+        "Not image.jpg": ["notimage"],
+    }
+    bad_titles = _add_files(fake, list(bad))
+    for title in bad_titles:
+        fake.faults[title] = list(bad[title[5:]])
+    huge = fake.add("File:Huge.jpg", make_image(64, 48, seed=9))
+    wide = fake.add("File:Wide.png", make_image(200, 150, "PNG"))
+    items = [_item(fake, t) for t in good + bad_titles]
+    items.append(_item(fake, huge, size=10**9))  # the list says too big: never requested
+    items.append(_item(fake, wide, width=None, height=None))  # caught after download
+    items.append(Item("File:Gone.jpg", fake.url("File:Gone.jpg")))  # 404
+    listing = commons.write_list(items, tmp_path / "list.tsv")
+    out = tmp_path / "images"
+    common = ["--out", str(out), "--api", fake.api, "--contact", CONTACT, "--timeout", "0.5"]
+    common += ["--retries", "2", "--base-delay", "0.01", "--no-progress"]
+    limits = ["--max-bytes", "100000000", "--max-pixels", "10000"]
+    assert commons.main(["download", str(listing), *common, *limits]) == 1
+    report = capsys.readouterr().out
+    reasons = dict(line.strip()[len("FAILED ") :].split(": ", 1) for line in
+                   report.splitlines() if line.strip().startswith("FAILED"))  # fmt: skip
+    assert reasons.keys() == set(bad_titles) | {huge, wide, "File:Gone.jpg"}
+    assert "SHA-1 mismatch" in reasons["File:Always bad sha.jpg"]
+    assert "text/html page" in reasons["File:Always html.jpg"]
+    assert "gave up" in reasons["File:Always reset.png"]
+    assert "not an allowed image" in reasons["File:Not image.jpg"]
+    assert "max-bytes" in reasons[huge] and not fake.file_requests(huge)
+    assert "200x150 pixels" in reasons[wide]
+    assert reasons["File:Gone.jpg"] == "HTTP 404"
+    assert "downloaded 2" in report and "failed 7" in report
+    _assert_clean(out, fake, good)
+    # The failure list has the input's header and the failed rows verbatim.
+    lines = listing.read_text().splitlines()
+    failed_lines = (out / "failures.tsv").read_text().splitlines()
+    assert failed_lines[0] == lines[0]
+    assert set(failed_lines[1:]) == {ln for ln in lines[1:] if ln.split("\t")[0] in reasons}
+    # Once the causes are gone, running the failure list fixes everything and removes it.
+    fake.faults.clear()
+    fake.add("File:Gone.jpg", make_image(64, 48, seed=3), category=None)
+    ok_items = [i for i in parse_list(out / "failures.tsv") if i.title != huge]
+    commons.write_list(ok_items, out / "failures.tsv")  # huge really is too big: drop it
+    assert commons.main(["download", str(out / "failures.tsv"), *common]) == 0
+    assert not (out / "failures.tsv").exists()
+    _assert_clean(out, fake, good + bad_titles + [wide, "File:Gone.jpg"])
+
+
+def test_download_page_url_list_resolves_in_batches_of_50(fake, tmp_path):
+    titles = _add_files(fake, ["Zoïsite.jpg", "Harpoceras & Ichtyosaure (p).jpg", "Ü.png"])
+    fake.redirects["File:Old name.jpg"] = "File:Ü.png"  # renamed since the list was made
+    titles[2] = "File:Old name.jpg"
+    missing = [f"File:Missing {i}.jpg" for i in range(52)]
+    lines = [
+        "https://commons.wikimedia.org/wiki/" + urllib.parse.quote(t.replace(" ", "_"), safe=":()")
+        for t in titles + missing
+    ]
+    listing = tmp_path / "link_list.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "images"
+    summary = download(listing, out, api=fake.api, progress=False, **FAST)
+    assert sorted(summary.downloaded) == sorted(titles[:2] + ["File:Ü.png"])
+    assert len(summary.failed) == 52 and all("not found" in r for _, r in summary.failed)
+    api = fake.api_requests()
+    assert [len(e["params"]["titles"].split("|")) for e in api] == [50, 5]
+    _assert_clean(out, fake, titles[:2] + ["File:Ü.png"])  # saved under its current name
+    assert (out / "failures.txt").read_text().splitlines() == lines[3:]  # same format as input
+
+
+def test_download_upload_url_list_without_checksums(fake, tmp_path):
+    titles = _add_files(fake, ["Zoïsite.jpg", "Plain.png", "Other.jpg"])
+    fake.faults["File:Zoïsite.jpg"] = ["nolen_truncate"]  # no length, no SHA-1: PIL must notice
+    fake.faults["File:Plain.png"] = ["nolen_truncate"]
+    listing = tmp_path / "dl_links.txt"
+    listing.write_text("\n".join([fake.url(t) for t in titles] + [f"{fake.base}/x/Skipped.svg"]))
+    out = tmp_path / "images"
+    summary = download(listing, out, api=fake.api, progress=False, **FAST)
+    assert summary.ok and sorted(summary.downloaded) == sorted(titles)
+    assert summary.filtered == ["File:Skipped.svg"] and not fake.api_requests()
+    assert len(fake.file_requests("File:Zoïsite.jpg")) == 2
+    _assert_clean(out, fake, titles)
+
+
+def test_existing_files_verified_replaced_or_kept(fake, tmp_path):
+    titles = _add_files(fake, ["Keep.jpg", "Corrupt.jpg", "Garbage.jpg"])
+    out = tmp_path / "images"
+    out.mkdir()
+    (out / "Keep.jpg").write_bytes(fake.files["File:Keep.jpg"])
+    (out / "Corrupt.jpg").write_bytes(fake.files["File:Corrupt.jpg"][:100])
+    (out / "Garbage.jpg").write_bytes(os.urandom(len(fake.files["File:Garbage.jpg"])))
+    items = [_item(fake, t) for t in titles]
+    summary = download(items, out, api=fake.api, progress=False, **FAST)
+    assert summary.skipped == ["File:Keep.jpg"]
+    assert sorted(summary.downloaded) == ["File:Corrupt.jpg", "File:Garbage.jpg"]
+    assert not fake.file_requests("File:Keep.jpg")
+    # The cut-short file became the partial and was resumed rather than fetched whole.
+    assert [e["range"] for e in fake.file_requests("File:Corrupt.jpg")] == ["bytes=100-"]
+    # Garbage of the right length: 416 on resume, SHA-1 mismatch, then a fresh download.
+    n = len(fake.files["File:Garbage.jpg"])
+    assert [e["range"] for e in fake.file_requests("File:Garbage.jpg")] == [f"bytes={n}-", None]
+    _assert_clean(out, fake, titles)
+
+
+def test_one_downloader_per_folder(fake, tmp_path):
+    (title,) = _add_files(fake, ["A.jpg"])
+    with commons._folder_lock(tmp_path), pytest.raises(CommonsError, match="already"):
+        download([_item(fake, title)], tmp_path, api=fake.api, progress=False, **FAST)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)],
+    ids=["kill", "ctrl-c"],
+)
+def test_killed_download_resumes_on_restart(fake, tmp_path, sig, code):
+    titles = _add_files(fake, ["Big 1.png", "Big 2.png", "Big 3.png"], size=(256, 200))
+    for title in titles:
+        fake.faults[title] = ["trickle"]  # ~150 KB in 8 KB steps: slow enough to be killed
+    listing = commons.write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
+    out = tmp_path / "images"
+    cmd = [sys.executable, "-m", "srlib.commons", "download", str(listing), "--out", str(out)]
+    cmd += ["--workers", "1", "--contact", CONTACT, "--timeout", "2", "--base-delay", "0.01"]
+    cmd += ["--api", fake.api]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial, deadline = None, time.monotonic() + 20
+    while partial is None and time.monotonic() < deadline:
+        for path in out.glob(".*.partial") if out.exists() else []:
+            if commons._size(path) >= 16384:  # _size: 0 if it was renamed meanwhile
+                partial = path
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=10)
+    assert partial is not None, "the download never started"
+    assert proc.returncode == code, stderr  # Ctrl-C: workers stop, partial files stay
+    kept = partial.stat().st_size
+    title = "File:" + partial.name[1 : -len(".partial")].replace("_", " ")
+    assert 0 < kept < len(fake.files[title])
+    for path in out.iterdir():  # whatever is under a final name is whole
+        if not path.name.startswith("."):
+            data = fake.files["File:" + path.name.replace("_", " ")]
+            assert _sha1(path) == hashlib.sha1(data).hexdigest()
+    fake.faults.clear()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "failed 0" in done.stdout
+    assert fake.file_requests(title)[-1]["range"] == f"bytes={kept}-"  # resumed, not restarted
+    _assert_clean(out, fake, titles)
