@@ -57,16 +57,17 @@ def plot_losses(histories: Mapping[str, dict], title: str = "", smooth: int = 10
     parts = sorted({p for h in histories.values() for p in h["train"] if p != "total"})
     ncols = 3 + len(parts)
     fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.4))
-    for name, h in histories.items():
+    for i, (name, h) in enumerate(histories.items()):
+        color = f"C{i}"  # one colour per model in every panel, matching the legend
         steps = np.asarray(h["step"])
         k = min(smooth, max(1, len(steps) // 5))
         x = steps[k - 1 :] if len(steps) >= k else steps
         for ax in axes[:2]:
-            ax.plot(x, _smooth(h["train"]["total"], k), label=name)
+            ax.plot(x, _smooth(h["train"]["total"], k), color=color, label=name)
         for ax, part in zip(axes[2 : 2 + len(parts)], parts, strict=True):
             if part in h["train"]:
-                ax.plot(x, _smooth(h["train"][part], k), label=name)
-        axes[-1].plot(h["val"]["step"], h["val"]["psnr"], "o-", label=name)
+                ax.plot(x, _smooth(h["train"][part], k), color=color, label=name)
+        axes[-1].plot(h["val"]["step"], h["val"]["psnr"], "o-", color=color, label=name)
     axes[0].set_title("train loss (total)")
     axes[1].set_title("train loss (total, log)")
     axes[1].set_yscale("log")
@@ -119,7 +120,7 @@ def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt:
     own base upscale (`sr - base` and `gt - base`), shown on the same grey-centred scale.
     """
     rows = len(models)
-    fig, axes = plt.subplots(rows, 6, figsize=(18, 3.2 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, 6, figsize=(13, 2.4 * rows + 0.6), squeeze=False)
     gt_np = to_numpy(gt)
     box = _detail_box(gt_np, zoom or max(16, min(gt_np.shape[:2]) // 6))
     bilinear = upsample(lq, gt.shape[-1] // lq.shape[-1], "bilinear")
@@ -139,7 +140,7 @@ def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt:
         for c, (label, img) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
-            ax.set_title(label, fontsize=10)
+            ax.set_title(label, fontsize=9)
             ax.axis("off")
             _inset(ax, img, box)
     if title:
@@ -159,10 +160,10 @@ def side_by_side(images: Mapping[str, torch.Tensor], title: str = "",
     arrays = {k: to_numpy(v) for k, v in images.items()}
     first = next(iter(arrays.values()))
     box = _detail_box(arrays.get("ground truth", first), zoom or max(16, min(first.shape[:2]) // 6))
-    fig, axes = plt.subplots(1, len(arrays), figsize=(4.2 * len(arrays), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(arrays), figsize=(3 * len(arrays), 3.4), squeeze=False)
     for ax, (label, img) in zip(axes[0], arrays.items(), strict=True):
         ax.imshow(img, interpolation="nearest")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(label, fontsize=9)
         ax.axis("off")
         _inset(ax, img, box)
     if title:

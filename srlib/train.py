@@ -148,6 +148,9 @@ def save_checkpoint(path: str | os.PathLike, **state) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)  # a crash leaves the old checkpoint or the new one, never half
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

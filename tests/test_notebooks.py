@@ -25,7 +25,7 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # preview, curves, grids
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "| bicubic" in text and "bicubic ->" in text  # the comparison table and verdict
+    assert "| bicubic" in text and "best model" in text  # the comparison table and verdict
     # The smoke run must not overwrite the committed figures and checkpoints.
     after = {p: p.stat().st_mtime for d in ("images", "checkpoints") for p in ROOT.glob(f"{d}/*")}
     assert after == before

@@ -1,0 +1,265 @@
+"""Tiled x2 inference on a synthetic 12 MP photo: seconds, output MP/s, peak RSS, vs PIL bicubic.
+
+    python benchmarks/infer.py                      # 4000x3000 -> 8000x6000, shipped checkpoints
+    python benchmarks/infer.py --size 1000x750      # quick trial
+    python benchmarks/infer.py --sweep --size 1536x1152 --tiles 128,256,512,768
+    python benchmarks/infer.py --profile            # where the time goes, per layer group
+
+The photo is skimage's astronaut upscaled with PIL bicubic to the target size, plus sensor-like
+noise (speed does not depend on the content, but it should not be a flat image). Every row runs
+in a fresh subprocess so its peak RSS (VmHWM: interpreter, torch, model, image buffers and
+the tiles) is its own. Missing checkpoints fall back to freshly built untrained models of
+default width, which run at the same speed; the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINTS = ["checkpoints/unet_x2.pt", "checkpoints/resnet_unet_x2.pt"]
+
+
+def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """(height, width, 3) uint8: astronaut, bicubic-upscaled and cropped to 4:3-ish, + noise."""
+    from PIL import Image
+    from skimage import data
+
+    src = Image.fromarray(data.astronaut())  # 512 x 512
+    side = max(width, height)
+    big = src.resize((side, side), Image.BICUBIC)
+    left, top = (side - width) // 2, (side - height) // 2
+    img = np.asarray(big.crop((left, top, left + width, top + height))).copy()
+    rng = np.random.default_rng(seed)
+    for y in range(0, height, 256):  # row chunks: no full-size float temporaries
+        rows = img[y : y + 256].astype(np.int16)
+        rows += rng.normal(0, 4, rows.shape).astype(np.int16)  # sensor noise, sigma 4/255
+        img[y : y + 256] = np.clip(rows, 0, 255).astype(np.uint8)
+    return img
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# Child: one measurement in a fresh process
+
+
+def build(target: str):
+    """'bicubic' -> None; 'untrained:unet|resnet' -> a default-width model; else a checkpoint."""
+    from srlib.models import ResNetUNetUpscaler, UNetUpscaler
+    from srlib.train import load_model
+
+    if target == "bicubic":
+        return None
+    if target == "untrained:unet":
+        return UNetUpscaler().eval()
+    if target == "untrained:resnet":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ResNetUNetUpscaler(pretrained=False).eval()
+    return load_model(target)[0]
+
+
+def child(args: argparse.Namespace) -> None:
+    """Time one upscale of the saved photo and print a JSON line with the numbers."""
+    import torch
+    from PIL import Image
+
+    from srlib.infer import auto_overlap, upscale_image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build(args._child)
+    img = Image.fromarray(np.load(args._image))
+    rss_before = peak_rss_mb()
+    t0 = time.perf_counter()  # includes measuring the receptive field, as in the CLI
+    if model is None:
+        out = img.resize((img.width * 2, img.height * 2), Image.BICUBIC)
+    else:
+        out = upscale_image(model, img, tile=args.tile, overlap=args.overlap)
+    seconds = time.perf_counter() - t0
+    overlap = None
+    if model is not None:
+        overlap = auto_overlap(model) if args.overlap is None else args.overlap
+    result = dict(
+        seconds=seconds,
+        out_mp=out.width * out.height / 1e6,
+        peak_rss_mb=peak_rss_mb(),
+        rss_before_mb=rss_before,
+        threads=torch.get_num_threads(),
+        overlap=overlap,
+    )
+    print(json.dumps(result))
+
+
+def run_child(target: str, image: Path, args: argparse.Namespace, tile: int) -> dict:
+    """Run `child` in a fresh interpreter and parse its JSON line."""
+    cmd = [sys.executable, __file__, "--_child", target, "--_image", str(image)]
+    cmd += ["--tile", str(tile)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.overlap is not None:
+        cmd += ["--overlap", str(args.overlap)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if res.returncode != 0:
+        raise RuntimeError(f"{target} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Parent
+
+
+def targets(checkpoints: list[str]) -> list[tuple[str, str]]:
+    """(label, target) per checkpoint; untrained default-width stand-ins for missing ones."""
+    out = []
+    for ckpt in checkpoints:
+        path = REPO / ckpt if not Path(ckpt).is_absolute() else Path(ckpt)
+        if path.is_file():
+            out.append((ckpt, str(path)))
+            continue
+        arch = "resnet" if "resnet" in Path(ckpt).name else "unet"
+        print(f"note: {ckpt} not found; using an untrained default-width {arch} model instead")
+        out.append((f"untrained {arch} (for {ckpt})", f"untrained:{arch}"))
+    return out
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    """A markdown table with right-aligned numbers."""
+    cells = [header, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for j, r in enumerate(cells):
+        line = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        print("| " + " | ".join(line) + " |")
+        if j == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+class GroupTimer:
+    """Wall-clock seconds spent inside each of a few named modules (CPU runs synchronously)."""
+
+    def __init__(self, groups: dict):
+        self.times = dict.fromkeys(groups, 0.0)
+        self.starts: dict[str, float] = {}
+        for name, mod in groups.items():
+            mod.register_forward_pre_hook(lambda m, i, n=name: self._start(n))
+            mod.register_forward_hook(lambda m, i, o, n=name: self._stop(n))
+
+    def _start(self, name: str) -> None:
+        self.starts[name] = time.perf_counter()
+
+    def _stop(self, name: str) -> None:
+        self.times[name] += time.perf_counter() - self.starts[name]
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Per-layer-group time of one tile window (tile + 2*overlap) for each model."""
+    import torch
+
+    from srlib.infer import auto_overlap
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for label, target in targets(args.checkpoint):
+        model = build(target)
+        side = args.tile + 2 * auto_overlap(model)
+        x = torch.rand(1, 3, side, side).contiguous(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # as in srlib.infer
+        groups = {
+            **{f"encoder.stages.{i}": s for i, s in enumerate(model.encoder.stages)},
+            **{f"decoder.blocks.{i}": b for i, b in enumerate(model.decoder.blocks)},
+            "head.up (conv at LR + shuffle)": model.head.up,
+            "head.fuse (HR)": model.head.fuse,
+            "head.res (HR)": model.head.res,
+            "head.out (HR)": model.head.out,
+        }
+        with torch.no_grad():
+            model(x)  # warm-up
+            timer = GroupTimer(groups)
+            t0 = time.perf_counter()
+            model(x)
+            total = time.perf_counter() - t0
+        rest = total - sum(timer.times.values())
+        print(f"\n{label}: one {side}x{side} LR window, {total:.2f} s")
+        rows = [*timer.times.items(), ("rest (base upsample, cat, interp., ReLU)", rest)]
+        print_table(
+            ["layer group", "s", "share"], [[n, f"{t:.3f}", f"{t / total:.1%}"] for n, t in rows]
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--checkpoint", action="append", help="repeatable; default: shipped ones")
+    ap.add_argument("--size", default="4000x3000", help="LR input WxH (default %(default)s)")
+    ap.add_argument("--tile", type=int, default=None, help="LR tile side (default: srlib's)")
+    ap.add_argument("--overlap", type=int, default=None, help="default: receptive field")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--sweep", action="store_true", help="time every --tiles size instead")
+    ap.add_argument("--tiles", default="128,256,512,768", help="tile sizes for --sweep")
+    ap.add_argument("--profile", action="store_true", help="per-layer-group times of one tile")
+    ap.add_argument("--_child", help=argparse.SUPPRESS)
+    ap.add_argument("--_image", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    from srlib.infer import DEFAULT_TILE
+
+    args.tile = args.tile or DEFAULT_TILE
+    if args._child:
+        return child(args)
+    args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINTS
+    if args.profile:
+        return profile(args)
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    models = targets(args.checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "photo.npy"
+        np.save(image, synthetic_photo(w, h))
+        print(
+            f"input {w}x{h} ({w * h / 1e6:.1f} MP) -> x2 {2 * w}x{2 * h}, {sys.platform}, "
+            f"threads={args.threads or 'torch default'}"
+        )
+        base = run_child("bicubic", image, args, args.tile)
+        tiles = [int(t) for t in args.tiles.split(",")] if args.sweep else [args.tile]
+        rows = []
+        for label, target in [("PIL bicubic", "bicubic"), *models]:
+            for tile in [None] if target == "bicubic" else tiles:
+                r = base if target == "bicubic" else run_child(target, image, args, tile)
+                rows.append(
+                    [
+                        label,
+                        tile or "-",
+                        r["overlap"] or "-",
+                        f"{r['seconds']:.2f}",
+                        f"{r['out_mp'] / r['seconds']:.2f}",
+                        f"{r['rss_before_mb']:.0f}",
+                        f"{r['peak_rss_mb']:.0f}",
+                        f"{r['seconds'] / base['seconds']:.0f}",
+                    ]
+                )
+                print(f"  measured {label} tile {tile or '-'}: {r['seconds']:.1f} s", flush=True)
+        header = ["model", "tile", "overlap", "s", "out MP/s", "RSS before MB", "peak RSS MB"]
+        print_table([*header, "time / bicubic"], rows)
+
+
+if __name__ == "__main__":
+    main()

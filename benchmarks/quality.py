@@ -1,0 +1,245 @@
+"""Quality at equal training time: srlib's models vs ESPCN and the seed design on Set5/Set14.
+
+    python benchmarks/quality.py --train ../shared/datasets/T91 --bench ../shared/datasets \
+        --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,seed] [--out results.md]
+
+Every model trains with `srlib.train.fit` for the same wall-clock budget (seconds per model),
+on the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then
+is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/SSIM on Y with
+`scale` border pixels cropped, as in the papers. x4 is two x2 passes. The table also gives
+measured bicubic and published rows per set, and the PSNR/SSIM difference of each row to
+bicubic and to the best trained peer (ESPCN or seed design, whichever is better there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import ESPCN, SeedUpscaler  # noqa: E402
+
+from srlib import infer, metrics  # noqa: E402
+from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
+from srlib.losses import make_loss  # noqa: E402
+from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler  # noqa: E402
+from srlib.train import TrainConfig, fit  # noqa: E402
+
+PEERS = ("espcn", "seed")
+# name -> (label, loss, constructor(scale, base))
+MODELS: dict[str, tuple[str, str, Callable[[int, str], nn.Module]]] = {
+    "unet": ("UNet (L1)", "l1", lambda s, b: UNetUpscaler(s, base=b)),
+    "resnet_l1": ("ResNet-UNet (L1)", "l1", lambda s, b: ResNetUNetUpscaler(s, base=b)),
+    "resnet_perceptual": (
+        "ResNet-UNet (perceptual)",
+        "perceptual",
+        lambda s, b: ResNetUNetUpscaler(s, base=b),
+    ),
+    "espcn": ("ESPCN (L1, peer)", "l1", lambda s, b: ESPCN(s)),
+    "seed": ("seed design (L1, peer)", "l1", lambda s, b: SeedUpscaler(s, pretrained=True)),
+}
+
+
+def imagenet_status(model: nn.Module, loss_fn: nn.Module) -> str:
+    """Did the run's frozen ResNet18s (encoder, loss) get ImageNet weights: yes, NO, or - (none)."""
+    found = [
+        m.has_imagenet_weights
+        for m in (*model.modules(), loss_fn)
+        if hasattr(m, "has_imagenet_weights") and not isinstance(m, Upscaler)
+    ]
+    return "-" if not found else ("yes" if all(found) else "NO (random)")
+
+
+def upscaler_at(model: nn.Module, train_scale: int, scale: int) -> nn.Module | Callable:
+    """The model itself at its own scale; else repeated passes (x4 = two x2 passes)."""
+    if scale == train_scale:
+        return model
+    if isinstance(model, Upscaler):
+        # Measure the overlap here: evaluate() runs us under no_grad, where infer's
+        # receptive-field probe (a backward pass) would fail.
+        overlap = infer.auto_overlap(model)
+        return lambda lq: infer.upscale_tensor(model, lq, scale=scale, overlap=overlap)
+    # infer's automatic overlap rebuilds the model from `config` with srlib's build_model,
+    # which only knows srlib's architectures, so peers get plain untiled passes (same maths:
+    # clamp to [0, 1] between passes, as upscale_tensor does).
+    passes = infer.num_passes(model, scale)
+    device = next(model.parameters()).device
+
+    def run(lq: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        x = lq.to(device)
+        for _ in range(passes):
+            x = model(x).clamp(0, 1)
+        return x.cpu()
+
+    return run
+
+
+def diff(row: dict[str, Any], ref: dict[str, Any] | None) -> str:
+    """'+0.52 / +0.0123' (PSNR dB / SSIM) of row minus ref; '-' without a reference."""
+    if ref is None or row.get("psnr_y") is None:
+        return "-"
+    ssim = "-" if ref.get("ssim_y") is None else f"{row['ssim_y'] - ref['ssim_y']:+.4f}"
+    return f"{row['psnr_y'] - ref['psnr_y']:+.2f} / {ssim}"
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--train", required=True, help="folder of training images (e.g. T91)")
+    ap.add_argument("--bench", required=True, help="folder holding Set5/ and Set14/")
+    ap.add_argument("--sets", default="Set5,Set14")
+    ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    ap.add_argument("--scale", type=int, default=2, help="training scale (x2 also gives x4)")
+    ap.add_argument("--patch", type=int, default=96, help="gt crop side (lq = patch / scale)")
+    ap.add_argument("--min-crop", type=int, default=None, help="default: patch (gt never upscaled)")
+    ap.add_argument("--max-crop", type=int, default=None, help="default: image short side")
+    ap.add_argument("--crops-per-image", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine to 0")
+    ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bilinear")
+    ap.add_argument("--downscale", choices=("bilinear", "bicubic"), default="bicubic")
+    ap.add_argument("--val-fraction", type=float, default=0.0, help="held-out training images")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write the table to this markdown file")
+    args = ap.parse_args()
+    args.models = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        ap.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for s in args.sets:
+        if not (Path(args.bench) / s).is_dir():
+            ap.error(f"benchmark set {Path(args.bench) / s} not found")
+    args.min_crop = args.min_crop or args.patch
+    return args
+
+
+def train(
+    name: str, args: argparse.Namespace, train_src: list, val_src: list, out_dir: str
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build and train one model for args.budget seconds; returns (model, table info)."""
+    label, loss_name, make = MODELS[name]
+    torch.manual_seed(args.seed)  # the same initial weights for a model on every run
+    model, loss_fn = make(args.scale, args.base), make_loss(loss_name)
+
+    def dataset(sources: list, is_train: bool) -> SRDataset:
+        # A fresh dataset per model: its crop RNG restarts, so every model sees the same crops.
+        crops = args.crops_per_image if is_train else 4
+        return SRDataset(
+            sources, args.patch, args.scale, crops, is_train, args.min_crop, args.max_crop,
+            method=args.downscale, seed=args.seed,
+        )  # fmt: skip
+
+    cfg = TrainConfig(
+        name=name, scale=args.scale, patch_size=args.patch, min_crop=args.min_crop,
+        crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
+        batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=args.lr,
+        seed=args.seed, device=args.device, out_dir=out_dir,
+    )  # fmt: skip
+    val_set = dataset(val_src, False) if val_src else None
+    hist = fit(model, loss_fn, dataset(train_src, True), val_set, cfg, resume=False, progress=False)
+    info = {
+        "model": label,
+        "key": name,
+        "params": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
+        "samples/s": f"{hist['samples_per_s']:.1f}",
+        "steps": str(len(hist["step"])),
+        "ImageNet": imagenet_status(model, loss_fn),
+    }
+    val = hist["val"]["psnr"]
+    print(
+        f"trained {label}: {info['steps']} steps in {hist['train_seconds']:.0f} s, "
+        f"{info['samples/s']} samples/s, final loss {hist['train']['total'][-1]:.4f}"
+        + (f", val PSNR (RGB) {val[-1]:.2f} dB" if val else "")
+        + f", ImageNet weights: {info['ImageNet']}",
+        flush=True,
+    )
+    return model.eval(), info
+
+
+def table_rows(results: dict[tuple[str, int], list[dict]], bench: str) -> list[dict[str, Any]]:
+    """Per (set, scale): published rows, measured bicubic, peers, ours; with the two deltas."""
+    rows = []
+    for (s, k), trained in results.items():
+        bicubic = metrics.evaluate("bicubic", Path(bench) / s, k)["mean"]
+        bicubic = {"model": "bicubic (measured)", **bicubic}
+        peers = [r for r in trained if r["key"] in PEERS]
+        ours = [r for r in trained if r["key"] not in PEERS]
+        best_peer = max(peers, key=lambda r: r["psnr_y"], default=None)
+        papers = [{**r, "model": r["method"]} for r in metrics.published(s, k)]
+        for r in [*papers, bicubic, *peers, *ours]:
+            measured = "key" in r  # a model trained here
+            rows.append({
+                **r, "set": s, "scale": f"x{k}",
+                "Δ bicubic": diff(r, bicubic) if measured else "-",
+                "Δ best peer": diff(r, best_peer) if measured else "-",
+            })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    # The "ImageNet" column says whether weights were found; no repeated warnings.
+    warnings.filterwarnings("ignore", message="ImageNet ResNet18 weights are NOT available")
+    scales = [args.scale, args.scale**2] if args.scale == 2 else [args.scale]
+    header = [
+        f"command: python {shlex.join(sys.argv)}",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+        f"budget {args.budget:g} s per model, batch {args.batch}, gt patch {args.patch}px, "
+        f"lr {args.lr:g}, base {args.base}, lq by {args.downscale} downscale, seed {args.seed}",
+    ]
+    print("\n".join(header), flush=True)
+    train_src, val_src = split_by_image(find_images(args.train), args.val_fraction, args.seed)
+    print(f"training images: {len(train_src)} train, {len(val_src)} validation ({args.train})")
+
+    results: dict[tuple[str, int], list[dict]] = {(s, k): [] for s in args.sets for k in scales}
+    with tempfile.TemporaryDirectory(prefix="srlib_quality_") as out_dir:
+        for name in args.models:
+            model, info = train(name, args, train_src, val_src, out_dir)
+            for (s, k), rows in results.items():
+                t = time.perf_counter()
+                fn = upscaler_at(model, args.scale, k)
+                mean = metrics.evaluate(fn, Path(args.bench) / s, k)["mean"]
+                rows.append({**info, **mean})
+                dt = time.perf_counter() - t
+                print(
+                    f"  {s} x{k}: PSNR {mean['psnr_y']:.2f} dB (evaluated in {dt:.1f} s)",
+                    flush=True,
+                )
+            del model, fn  # free its memory before the next one trains
+
+    lpips = ["lpips"] if metrics.lpips_status()[0] else []
+    columns = ["set", "scale", "model", "params", "samples/s", "steps", "ImageNet", "psnr_y",
+               "ssim_y", "detail", *lpips, "Δ bicubic", "Δ best peer"]  # fmt: skip
+    table = metrics.format_table(table_rows(results, args.bench), columns)
+    notes = (
+        "PSNR/SSIM on Y (BT.601) with `scale` border px cropped, on the benchmark's LR files; x4 = "
+        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: ESPCN or seed design, whichever "
+        "has the higher PSNR on that set). detail = high-frequency energy of sr / gt above the LR "
+        "Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether the frozen ResNet18s "
+        "a model uses (encoder, perceptual loss) had ImageNet weights."
+    )
+    text = "\n".join(header) + "\n\n" + table + "\n\n" + notes + "\n"
+    print("\n" + table + "\n\n" + notes)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,552 @@
+"""Inference: seamless tiled upscaling of images of any size, mode-preserving image I/O, export.
+
+Tiling. The image is cut into `tile` x `tile` LR cores; each core is fed to the model with
+`overlap` extra LR pixels of context on every side (fewer at the image border), and only the
+core's part of the output is kept. Two facts make the result equal to one untiled forward
+pass (up to float rounding, ~1e-6):
+  * tile origins (core origin - overlap) are multiples of `model.stride`, so every stride-2
+    layer samples the same grid as in the full image;
+  * `overlap` >= the model's receptive-field radius at LR resolution, so no output pixel that
+    is kept ever sees the tile's zero padding.
+The default overlap is measured per architecture (`receptive_field`): the farthest input
+row/column with a non-zero gradient for one output row, on a randomly initialised copy,
+rounded up to a multiple of the stride. Default models (x2, depth 3, stride 8): UNetUpscaler
+has a radius of 54 LR px -> overlap 56, ResNetUNetUpscaler 80 px -> overlap 80.
+Memory is set by the tile, not the image: one tile at a time goes through the model and
+is written into a preallocated uint8/uint16 array (float32 only for `upscale_tensor` and
+for the intermediate image of a multi-pass x4).
+
+Image modes: RGB as is; L/1 and 16-bit grayscale (I;16) are replicated to 3 identical
+channels, upscaled, and averaged back to one channel (no tint); alpha (RGBA/LA/PA/P with
+transparency) is upscaled separately with PIL bicubic and reattached; P/CMYK/YCbCr/... are
+converted to RGB(A). 16-bit data stays 16-bit (float inside, never quantised to 8 bit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import struct
+import tempfile
+import warnings
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from srlib.data import ImageLoadError
+from srlib.models import Upscaler, build_model
+from srlib.train import load_checkpoint, save_checkpoint
+
+# LR core side. 384 keeps a 12 MP x2 under 2 GB peak RSS with both default models on CPU
+# (~2 KB of activations per window pixel); 512 is ~10-15% faster but ~1.9-2.3 GB. See
+# benchmarks/infer.py --sweep; on a GPU or with more RAM pass a bigger tile.
+DEFAULT_TILE = 384
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's own bomb limit (~89.5 MP) unless raised
+FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
+
+
+class NotAnImageError(ImageLoadError):
+    """A file PIL does not recognise as an image at all (the CLI skips these)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Receptive field and tile geometry
+
+_RF_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def receptive_field(model: Upscaler, max_size: int = 2048) -> int:
+    """Receptive-field radius of `model` in LR pixels (exact support, not the 'effective' one).
+
+    Back-propagates from single output rows (one per sub-stride phase) to a tall input strip
+    and reports the farthest input row with a non-zero gradient; then the same for columns.
+    Measured on a randomly initialised copy, so no path that happens to be dead in trained
+    weights hides a dependency; gradients are sums of path products, so tiny far-away
+    dependencies stay non-zero in float32 (an output difference would round them away).
+    Cached per model; takes ~1 s for the default models.
+    """
+    if model in _RF_CACHE:
+        return _RF_CACHE[model]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add sync cost (10x on busy CPUs)
+    try:
+        # Gradients are the probe, so this works inside a caller's torch.no_grad() too.
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(0)
+            config = getattr(model, "config", None)
+            probe = build_model(config) if config else copy.deepcopy(model).cpu()
+            probe = probe.float().eval().requires_grad_(False)  # input gradients only
+            s, stride = model.scale, model.stride
+            radius, n = 0, 32 * stride
+            for transpose in (False, True):
+                while True:
+                    r, touched = _strip_radius(probe, s, stride, n, transpose)
+                    if not touched:
+                        break
+                    if n >= max_size:
+                        raise RuntimeError(f"receptive field exceeds {max_size} px; pass overlap")
+                    n *= 2
+                radius = max(radius, r)
+    finally:
+        torch.set_num_threads(threads)
+    _RF_CACHE[model] = radius
+    return radius
+
+
+def _strip_radius(
+    probe: torch.nn.Module, s: int, stride: int, n: int, transpose: bool
+) -> tuple[int, bool]:
+    """(radius, touched_border) over all s*stride output-row phases of an n x stride strip."""
+    c = (n // 2) // stride * stride  # aligned centre row at LR resolution
+    radius = 0
+    for phase in range(s * stride):  # one at a time: autograd memory stays small
+        x = torch.rand(1, 3, n, stride)  # (1, 3, n, stride): narrow, columns don't matter
+        x = x.transpose(2, 3).contiguous() if transpose else x
+        x.requires_grad_(True)
+        sr = probe(x)  # (1, 3, n*s, stride*s), or transposed
+        sr = sr.transpose(2, 3) if transpose else sr
+        sr[0, :, c * s + phase, :].sum().backward()  # one HR output row
+        grad = x.grad.transpose(2, 3) if transpose else x.grad
+        support = torch.nonzero(grad.abs().sum(dim=(0, 1, 3)) > 0).flatten()  # input rows
+        radius = max(radius, int((support - (c + phase // s)).abs().max()))
+        if support[0] == 0 or support[-1] == n - 1:
+            return radius, True
+    return radius, False
+
+
+def auto_overlap(model: Upscaler) -> int:
+    """Default overlap: the receptive-field radius rounded up to a multiple of model.stride."""
+    return _round_up(receptive_field(model), model.stride)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _spans(n: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """Split [0, n) into about equal cores of at most `tile`, each starting at a stride multiple."""
+    count = math.ceil(n / tile)
+    core = _round_up(math.ceil(n / count), stride)
+    return [(a, min(n, a + core)) for a in range(0, n, core)]
+
+
+def num_passes(model: Upscaler, scale: int | None) -> int:
+    """How many model passes give `scale` (a power of model.scale); clear error otherwise."""
+    if scale is None or scale == model.scale:
+        return 1
+    k, total = 0, 1
+    while total < scale:
+        total *= model.scale
+        k += 1
+    if total != scale or k == 0:
+        powers = ", ".join(str(model.scale**i) for i in range(1, 4))
+        raise ValueError(
+            f"scale {scale} is not a power of this model's scale {model.scale} "
+            f"(possible: {powers}, ...)"
+        )
+    return k
+
+
+# ----------------------------------------------------------------------------------------------
+# The tiled forward pass
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """CUDA: bf16 autocast (fp16 where bf16 is unsupported); CPU and MPS: plain float32."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()  # MPS autocast support varies by torch version
+
+
+def _peak(dtype: torch.dtype) -> float:
+    """Value of 1.0 for an image dtype: 255 for uint8, 65535 for uint16, 1 for floats."""
+    return {torch.uint8: 255.0, torch.uint16: 65535.0}.get(dtype, 1.0)
+
+
+@torch.no_grad()
+def _tiled_pass(
+    model: Upscaler,
+    src: torch.Tensor,
+    out: torch.Tensor,
+    tile: int,
+    overlap: int,
+    device: torch.device,
+    tick: Callable[[], None],
+) -> None:
+    """One model pass: src (C, h, w) -> out (C, h*s, w*s), C in {1, 3}, any image dtypes.
+
+    C == 1 (grayscale) is fed as 3 identical channels and written back as their mean.
+    """
+    c, h, w = src.shape
+    s, stride = model.scale, model.stride
+    src_peak, out_peak = _peak(src.dtype), _peak(out.dtype)
+    for y0, y1 in _spans(h, tile, stride):
+        for x0, x1 in _spans(w, tile, stride):
+            # Context window: aligned to the stride because y0, x0 and overlap all are.
+            iy0, iy1 = max(0, y0 - overlap), min(h, y1 + overlap)
+            ix0, ix1 = max(0, x0 - overlap), min(w, x1 + overlap)
+            lq = src[:, iy0:iy1, ix0:ix1].to(device=device, dtype=torch.float32) / src_peak
+            lq = lq.expand(3, -1, -1) if c == 1 else lq  # (3, th, tw)
+            lq = lq[None].contiguous(memory_format=torch.channels_last)  # (1, 3, th, tw)
+            with _autocast(device):
+                sr = model(lq)[0]  # (3, th*s, tw*s)
+            sr = sr[:, (y0 - iy0) * s : (y1 - iy0) * s, (x0 - ix0) * s : (x1 - ix0) * s]
+            sr = sr.float().clamp_(0, 1)
+            if c == 1:
+                sr = sr.mean(0, keepdim=True)
+            if out_peak != 1.0:
+                sr = sr.mul_(out_peak).round_()
+            out[:, y0 * s : y1 * s, x0 * s : x1 * s] = sr.to("cpu", out.dtype)
+            tick()
+
+
+def _upscale_planes(
+    model: Upscaler,
+    src: torch.Tensor,
+    out_dtype: torch.dtype,
+    scale: int | None,
+    tile: int,
+    overlap: int | None,
+    progress: bool,
+    device: str | torch.device | None,
+    hwc: bool = False,
+) -> torch.Tensor:
+    """src (C, h, w) of uint8/uint16/float in [0, 1] -> (C, H, W) of out_dtype, C in {1, 3}.
+
+    With `hwc` the result is a (C, H, W) view of (H, W, C) memory, so that numpy and PIL
+    can take it without another full-size copy.
+    """
+    passes = num_passes(model, scale)
+    if src.ndim != 3 or src.shape[0] not in (1, 3):
+        raise ValueError(f"expected (1 or 3, h, w) planes, got shape {tuple(src.shape)}")
+    if device is not None:
+        model.to(device)
+    dev = next(model.parameters()).device
+    overlap = auto_overlap(model) if overlap is None else _round_up(overlap, model.stride)
+    tile = _round_up(max(1, tile), model.stride)
+    total, (c, h, w) = 0, src.shape
+    for i in range(passes):
+        f = model.scale**i
+        total += len(_spans(h * f, tile, model.stride)) * len(_spans(w * f, tile, model.stride))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="tiles", unit="tile", disable=not progress, leave=False)
+    was_training = model.training
+    # channels_last: same numbers, ~1.3-1.8x faster oneDNN convolutions on CPU (and on GPUs).
+    model.eval().to(memory_format=torch.channels_last)
+    try:
+        for i in range(passes):
+            _, h, w = src.shape
+            # Intermediate images stay float32 so x4 == model(model(x)) without 8-bit rounding.
+            last = i == passes - 1
+            dtype = out_dtype if last else torch.float32
+            H, W = h * model.scale, w * model.scale
+            if last and hwc:
+                out = torch.empty(H, W, c, dtype=dtype).permute(2, 0, 1)  # (C, H, W) view
+            else:
+                out = torch.empty(c, H, W, dtype=dtype)
+            _tiled_pass(model, src, out, tile, overlap, dev, bar.update)
+            src = out
+    finally:
+        model.train(was_training).to(memory_format=torch.contiguous_format)
+        bar.close()
+    return src
+
+
+def upscale_tensor(
+    model: Upscaler,
+    lq: torch.Tensor,
+    scale: int | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Tiled upscale of float `lq` (3, h, w) or (B, 3, h, w) in [0, 1]; float32 on CPU, clamped.
+
+    `scale` (default model.scale) must be a power of model.scale: x4 with an x2 model runs two
+    passes, clamping to [0, 1] in between. `overlap` (LR px, default auto) must cover the
+    receptive field for the result to equal `model(lq)`; `device` moves the model there.
+    """
+    if lq.ndim == 3:
+        return upscale_tensor(model, lq[None], scale, tile, overlap, progress, device)[0]
+    if lq.ndim != 4 or lq.shape[1] != 3:
+        raise ValueError(f"expected (3, h, w) or (B, 3, h, w), got shape {tuple(lq.shape)}")
+    lq = lq.detach().cpu()
+    outs = [
+        _upscale_planes(model, x, torch.float32, scale, tile, overlap, progress, device) for x in lq
+    ]
+    return torch.stack(outs)
+
+
+def upscale_array(
+    model: Upscaler,
+    image: np.ndarray,
+    scale: int | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Tiled upscale of an (h, w), (h, w, 3) or (h, w, 4) array; same layout and dtype out.
+
+    uint8 and uint16 keep their bit depth; floats are taken as [0, 1] and come back float32.
+    A 4th channel is alpha, upscaled with PIL bicubic and not seen by the model.
+    """
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        color, alpha = image[..., :-1], image[..., -1]
+    elif image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3)):
+        color, alpha = image, None
+    else:
+        raise ValueError(f"expected (h, w) or (h, w, 1-4) image array, got {image.shape}")
+    if image.dtype not in (np.uint8, np.uint16) and not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"image dtype must be uint8, uint16 or float, got {image.dtype}")
+    color = color.astype(np.float32) if np.issubdtype(color.dtype, np.floating) else color
+    with warnings.catch_warnings():  # PIL arrays are read-only; we never write into them
+        warnings.simplefilter("ignore", UserWarning)
+        planes = torch.from_numpy(np.ascontiguousarray(color))
+    planes = planes[None] if planes.ndim == 2 else planes.permute(2, 0, 1)  # (C, h, w) view
+    out_dtype = planes.dtype
+    sr = _upscale_planes(model, planes, out_dtype, scale, tile, overlap, progress, device, True)
+    sr = sr.permute(1, 2, 0).numpy()  # (H, W, C), contiguous
+    sr = sr[..., 0] if color.ndim == 2 else sr
+    if alpha is None:
+        return sr
+    a = _resize_bicubic(alpha, (sr.shape[1], sr.shape[0]))
+    return np.concatenate([sr.reshape(*sr.shape[:2], -1), a[..., None]], axis=2)
+
+
+def _resize_bicubic(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PIL bicubic resize of one (h, w) plane of any dtype to size (W, H), same dtype."""
+    if plane.dtype == np.uint8:  # PIL's own 8-bit path, exactly what `Image.resize` gives
+        return np.asarray(Image.fromarray(plane).resize(size, Image.BICUBIC))
+    big = np.asarray(Image.fromarray(plane.astype(np.float32)).resize(size, Image.BICUBIC))
+    if np.issubdtype(plane.dtype, np.integer):
+        big = np.clip(np.round(big), 0, np.iinfo(plane.dtype).max)
+    elif np.issubdtype(plane.dtype, np.floating):
+        big = np.clip(big, 0, 1)
+    return big.astype(plane.dtype if plane.dtype != np.float64 else np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# PIL images: modes in, same family of mode out
+
+_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+
+
+def upscale_image(
+    model: Upscaler,
+    image: Image.Image,
+    scale: int | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> Image.Image:
+    """Tiled upscale of a PIL image: RGB(A) -> RGB(A), L/LA/1 -> L/LA, I;16 -> I;16.
+
+    P becomes RGB or RGBA, CMYK/YCbCr/... become RGB. The ICC profile is kept when the
+    colour space is unchanged. EXIF orientation is the caller's job (see `open_image`).
+    """
+    mode, icc = image.mode, image.info.get("icc_profile")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA" or mode == "RGBa":
+        image = image.convert("RGBA")
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode == "1" or (mode == "L" and "transparency" in image.info):
+        image = image.convert("LA" if "transparency" in image.info else "L")
+    elif mode in _TO_RGB:
+        image, icc = image.convert("RGB"), None  # a CMYK profile does not describe RGB
+    if image.mode in ("RGB", "RGBA", "L", "LA"):
+        arr = np.asarray(image)
+    elif image.mode.startswith("I;16"):
+        arr = np.asarray(image).astype(np.uint16)  # native byte order
+    elif image.mode == "I":  # 32-bit ints; PNG/TIFF 16-bit data decoded by older Pillow
+        arr = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    else:
+        raise ValueError(f"unsupported image mode {mode!r}")
+    sr = upscale_array(model, arr, scale, tile, overlap, progress, device)
+    out = Image.fromarray(sr)  # uint16 (H, W) -> I;16, (H, W, 2) uint8 -> LA, ...
+    if icc:
+        out.info["icc_profile"] = icc
+    return out
+
+
+def upscale(
+    model: Upscaler,
+    image: Image.Image | np.ndarray | torch.Tensor,
+    scale: int | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int | None = None,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> Image.Image | np.ndarray | torch.Tensor:
+    """Tiled upscale of a PIL image, numpy array or tensor; returns the same kind of object."""
+    if isinstance(image, Image.Image):
+        fn = upscale_image
+    elif isinstance(image, np.ndarray):
+        fn = upscale_array
+    elif isinstance(image, torch.Tensor):
+        fn = upscale_tensor
+    else:
+        raise TypeError(f"expected a PIL image, numpy array or tensor, got {type(image)}")
+    return fn(model, image, scale, tile, overlap, progress, device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file fully, upright (EXIF orientation applied), in its own mode.
+
+    Raises NotAnImageError for files PIL cannot identify and ImageLoadError for truncated or
+    corrupt files and for images over `max_pixels` (the CLI's --max-pixels).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        if limit is not None and max_pixels > limit:
+            Image.MAX_IMAGE_PIXELS = max_pixels  # raised explicitly, never disabled
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            im = Image.open(path)
+        with im:
+            if im.width * im.height > max_pixels:
+                raise Image.DecompressionBombError(
+                    f"{im.width}x{im.height} = {im.width * im.height} pixels"
+                )
+            im.load()  # decode now so a truncated file fails here
+            out = ImageOps.exif_transpose(im)
+            out.load()
+            if out is im:
+                out = im.copy()
+            if im.format == "PNG" and _png_is_16bit_rgb(path):
+                warnings.warn(
+                    f"{path}: 16-bit RGB PNG is decoded at 8 bits by Pillow; output is 8-bit",
+                    stacklevel=2,
+                )
+    except UnidentifiedImageError as e:
+        raise NotAnImageError(path, "not an image file (PIL cannot identify it)") from e
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            path,
+            f"image is over the pixel limit of {max_pixels} ({e}); if you trust it, raise the "
+            "limit with --max-pixels N (or open_image(..., max_pixels=N))",
+        ) from e
+    except OSError as e:
+        if isinstance(e, FileNotFoundError | IsADirectoryError | PermissionError):
+            raise ImageLoadError(path, f"{type(e).__name__}: {e.strerror or e}") from e
+        raise ImageLoadError(path, f"truncated or corrupt image file ({e})") from e
+    except (SyntaxError, ValueError, EOFError) as e:  # other PIL decoder failures
+        raise ImageLoadError(path, f"corrupt image file ({type(e).__name__}: {e})") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return out
+
+
+def _png_is_16bit_rgb(path: str | os.PathLike) -> bool:
+    """True for PNGs whose IHDR says 16-bit RGB(A), which Pillow reduces to 8 bit."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    depth, color_type = struct.unpack(">BB", head[24:26])
+    return depth == 16 and color_type in (2, 6)
+
+
+def _for_format(img: Image.Image, fmt: str) -> tuple[Image.Image, str | None]:
+    """Convert `img` to a mode `fmt` can store; returns (image, note about what was lost)."""
+    sixteen = img.mode.startswith("I;16")
+    if fmt in ("PNG", "TIFF"):
+        return img, None
+    note = None
+    if sixteen:
+        arr = np.asarray(img).astype(np.uint32)
+        img = Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8))
+        note = f"16-bit reduced to 8-bit for {fmt}"
+    if fmt == "JPEG" and img.mode in ("RGBA", "LA"):
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        flat = Image.alpha_composite(white, img.convert("RGBA"))
+        img = flat.convert("RGB" if img.mode == "RGBA" else "L")
+        note = "alpha composited on white for JPEG"
+    if fmt == "WEBP" and img.mode in ("L", "LA"):
+        img = img.convert("RGB" if img.mode == "L" else "RGBA")
+    return img, note
+
+
+def save_image(
+    img: Image.Image, path: str | os.PathLike, fmt: str = "png", quality: int = 95
+) -> str | None:
+    """Write `img` atomically as png/jpg/webp/tiff; returns a note if the format lost data."""
+    fmt = FORMATS[fmt.lower()]
+    img, note = _for_format(img, fmt)
+    kwargs: dict = {"icc_profile": img.info["icc_profile"]} if "icc_profile" in img.info else {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format=fmt, **kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)  # a killed run leaves no half-written output
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return note
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def export_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    metrics: dict | None = None,
+    half: bool = True,
+) -> int:
+    """Write a small inference checkpoint from a training one; returns its size in bytes.
+
+    Keeps model (parameters in fp16 when `half`; buffers such as BatchNorm statistics stay
+    fp32), model_config, config, step, a history summary and `metrics`; drops the optimizer
+    and RNG state. `srlib.train.load_model` reads it (load_state_dict casts back to fp32).
+    """
+    ckpt = load_checkpoint(src)
+    params = {name for name, _ in build_model(ckpt["model_config"]).named_parameters()}
+    state = {
+        k: v.half() if half and k in params and v.is_floating_point() else v
+        for k, v in ckpt["model"].items()
+    }
+    save_checkpoint(
+        dst,
+        model=state,
+        model_config=ckpt["model_config"],
+        config=ckpt.get("config"),
+        step=ckpt.get("step"),
+        history=summarize_history(ckpt.get("history") or {}),
+        metrics=dict(metrics or {}),
+    )
+    return os.path.getsize(dst)
+
+
+def summarize_history(history: dict) -> dict:
+    """The small part of a training history worth shipping: validation curve and speeds."""
+    total = history.get("train", {}).get("total", [])
+    tail = total[-50:]
+    return {
+        "val": history.get("val", {}),
+        "final_train_loss": float(np.mean(tail)) if tail else None,
+        "steps": len(history.get("step", [])),
+        "train_seconds": history.get("train_seconds"),
+        "samples_per_s": history.get("samples_per_s"),
+    }
