@@ -471,7 +471,7 @@ def test_cli_info_and_export(tmp_path, capsys):
 
 
 def test_upscale_works_inside_no_grad(unet):
-    """Evaluation code calls upscale under torch.no_grad(); measuring the overlap must still work."""
+    """Evaluation calls upscale under torch.no_grad(); measuring the overlap must still work."""
     from srlib.infer import _RF_CACHE, upscale_tensor
 
     _RF_CACHE.pop(unet, None)
