@@ -97,6 +97,14 @@ def _inset(ax, img: np.ndarray, box: tuple[int, int, int]) -> None:
         spine.set_edgecolor("yellow")
 
 
+def _panel(ax, label: str, img: np.ndarray, box: tuple[int, int, int]) -> None:
+    """One titled image panel without axes, with its zoomed inset."""
+    ax.imshow(img, interpolation="nearest")
+    ax.set_title(label, fontsize=9)
+    ax.axis("off")
+    _inset(ax, img, box)
+
+
 def _detail_box(gt: np.ndarray, size: int) -> tuple[int, int, int]:
     """The size x size window with the most gradient energy: where upscalers differ most."""
     g = np.abs(np.diff(gt.mean(2), axis=0))[:, :-1] + np.abs(np.diff(gt.mean(2), axis=1))[:-1]
@@ -137,12 +145,8 @@ def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt:
             ("residual output (sr - base)", show_residual(sr - base)),
             ("residual target (gt - base)", show_residual(gt - base)),
         ]
-        for c, (label, img) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(img, interpolation="nearest")
-            ax.set_title(label, fontsize=9)
-            ax.axis("off")
-            _inset(ax, img, box)
+        for ax, (label, img) in zip(axes[r], panels, strict=True):
+            _panel(ax, label, img, box)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -162,10 +166,7 @@ def side_by_side(images: Mapping[str, torch.Tensor], title: str = "",
     box = _detail_box(arrays.get("ground truth", first), zoom or max(16, min(first.shape[:2]) // 6))
     fig, axes = plt.subplots(1, len(arrays), figsize=(3 * len(arrays), 3.4), squeeze=False)
     for ax, (label, img) in zip(axes[0], arrays.items(), strict=True):
-        ax.imshow(img, interpolation="nearest")
-        ax.set_title(label, fontsize=9)
-        ax.axis("off")
-        _inset(ax, img, box)
+        _panel(ax, label, img, box)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
