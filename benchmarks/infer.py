@@ -188,10 +188,9 @@ def profile(args: argparse.Namespace) -> None:
             **{f"encoder.stages.{i}": s for i, s in enumerate(model.encoder.stages)},
             **{f"decoder.blocks.{i}": b for i, b in enumerate(model.decoder.blocks)},
             "head.up (conv at LR + shuffle)": model.head.up,
-            "head.fuse (HR)": model.head.fuse,
-            "head.res (HR)": model.head.res,
-            "head.out (HR)": model.head.out,
         }
+        if model.head.channels:  # the optional head that also works at HR resolution
+            groups |= {f"head.{n} (HR)": getattr(model.head, n) for n in ("fuse", "res", "out")}
         with torch.no_grad():
             model(x)  # warm-up
             timer = GroupTimer(groups)

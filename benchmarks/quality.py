@@ -106,9 +106,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--min-crop", type=int, default=None, help="default: patch (gt never upscaled)")
     ap.add_argument("--max-crop", type=int, default=None, help="default: image short side")
     ap.add_argument("--crops-per-image", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine to 0")
-    ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bilinear")
+    ap.add_argument("--rotate", action="store_true", help="also random 90-degree rotations")
+    ap.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip, help="0: off")
+    ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak LR, cosine to 0")
+    ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bicubic")
     ap.add_argument("--downscale", choices=("bilinear", "bicubic"), default="bicubic")
     ap.add_argument("--val-fraction", type=float, default=0.0, help="held-out training images")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -141,13 +143,14 @@ def train(
         crops = args.crops_per_image if is_train else 4
         return SRDataset(
             sources, args.patch, args.scale, crops, is_train, args.min_crop, args.max_crop,
-            method=args.downscale, seed=args.seed,
+            rotate=args.rotate, method=args.downscale, seed=args.seed,
         )  # fmt: skip
 
     cfg = TrainConfig(
         name=name, scale=args.scale, patch_size=args.patch, min_crop=args.min_crop,
         crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
         batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=args.lr,
+        grad_clip=args.grad_clip,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
     val_set = dataset(val_src, False) if val_src else None
@@ -201,7 +204,8 @@ def main() -> None:
         f"command: python {shlex.join(sys.argv)}",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
         f"budget {args.budget:g} s per model, batch {args.batch}, gt patch {args.patch}px, "
-        f"lr {args.lr:g}, base {args.base}, lq by {args.downscale} downscale, seed {args.seed}",
+        f"lr {args.lr:g}, grad clip {args.grad_clip:g}, base {args.base}, lq by {args.downscale} "
+        f"downscale, seed {args.seed}" + (", rotations" if args.rotate else ""),
     ]
     print("\n".join(header), flush=True)
     train_src, val_src = split_by_image(find_images(args.train), args.val_fraction, args.seed)

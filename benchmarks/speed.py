@@ -1,6 +1,6 @@
 """Training throughput (samples/s) of srlib's models and the peers, in one process.
 
-    python benchmarks/speed.py [--patch 96] [--batch 16] [--steps 6] [--threads 2]
+    python benchmarks/speed.py [--patch 96] [--batch 8] [--steps 6] [--threads 2]
 
 Each row times full optimiser steps (forward, loss, backward, AdamW) on random tensors after
 one warm-up step; the ratio column is against the seed's design measured in the same run.
@@ -21,6 +21,7 @@ from peers import ESPCN, SeedUpscaler  # noqa: E402
 
 from srlib.losses import make_loss  # noqa: E402
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
+from srlib.train import TrainConfig  # noqa: E402
 
 
 def samples_per_s(model, loss_fn, batch: int, patch: int, scale: int, steps: int) -> float:
@@ -47,7 +48,7 @@ def samples_per_s(model, loss_fn, batch: int, patch: int, scale: int, steps: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--patch", type=int, default=96, help="gt patch side (lq = patch / scale)")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())

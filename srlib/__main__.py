@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = "checkpoints/resnet_unet_x2.pt"
+DEFAULT_CHECKPOINT = "checkpoints/unet_x2.pt"  # best and fastest shipped x2 (README)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

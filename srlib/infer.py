@@ -43,10 +43,10 @@ from srlib.data import ImageLoadError
 from srlib.models import Upscaler, build_model
 from srlib.train import load_checkpoint, save_checkpoint
 
-# LR core side. 384 keeps a 12 MP x2 under 2 GB peak RSS with both default models on CPU
-# (~2 KB of activations per window pixel); 512 is ~10-15% faster but ~1.9-2.3 GB. See
-# benchmarks/infer.py --sweep; on a GPU or with more RAM pass a bigger tile.
-DEFAULT_TILE = 384
+# LR core side. With the default models (all convolutions at LR resolution) 512 runs a 12 MP
+# x2 in ~41-46 s at ~1.6 GB peak RSS on 2 CPU cores; 384 is ~15% slower (more overlap), 768
+# ~5% faster for ~0.3 GB more. See benchmarks/infer.py --sweep and README.
+DEFAULT_TILE = 512
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's own bomb limit (~89.5 MP) unless raised
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
 

@@ -10,8 +10,6 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from srlib.models import upsample
-
 
 def to_numpy(img: torch.Tensor) -> np.ndarray:
     """(3, H, W) or (1, 3, H, W) tensor in [0, 1] -> (H, W, 3) float array clipped to [0, 1]."""
@@ -122,7 +120,7 @@ def _detail_box(gt: np.ndarray, size: int) -> tuple[int, int, int]:
 @torch.no_grad()
 def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt: torch.Tensor,
                     title: str = "", zoom: int | None = None) -> Figure:  # fmt: skip
-    """One row per model: lq, bilinear, prediction, gt, raw residual output, residual target.
+    """One row per model: lq, its base upscale, prediction, gt, raw residual, residual target.
 
     `lq` (1, 3, h, w) and `gt` (1, 3, H, W) in [0, 1]. Residuals are relative to each model's
     own base upscale (`sr - base` and `gt - base`), shown on the same grey-centred scale.
@@ -131,7 +129,6 @@ def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt:
     fig, axes = plt.subplots(rows, 6, figsize=(13, 2.4 * rows + 0.6), squeeze=False)
     gt_np = to_numpy(gt)
     box = _detail_box(gt_np, zoom or max(16, min(gt_np.shape[:2]) // 6))
-    bilinear = upsample(lq, gt.shape[-1] // lq.shape[-1], "bilinear")
     for r, (name, model) in enumerate(models.items()):
         model.eval()
         device = next(model.parameters()).device
@@ -139,7 +136,7 @@ def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt:
         base = model.base_upscale(lq.to(device)).cpu()
         panels = [
             ("lq (nearest)", to_numpy(upsample_nearest(lq, gt.shape[-2:]))),
-            ("bilinear", to_numpy(bilinear)),
+            (getattr(model.head, "base", "base"), to_numpy(base)),
             (f"{name}", to_numpy(sr)),
             ("ground truth", gt_np),
             ("residual output (sr - base)", show_residual(sr - base)),

@@ -31,16 +31,27 @@ from srlib.train import load_checkpoint, load_model, save_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 
 
-def tiny_unet(scale: int = 2) -> UNetUpscaler:
+def tiny_unet(scale: int = 2, head_channels: int = 0) -> UNetUpscaler:
     m = UNetUpscaler(
-        scale=scale, width=8, depth=2, max_width=16, decoder_channels=(16, 8), head_channels=8
+        scale, width=8, depth=2, max_width=16, decoder_channels=(16, 8), head_channels=head_channels
     )
     return m.eval()
 
 
+def tiny_unet_hr_head() -> UNetUpscaler:
+    return tiny_unet(head_channels=8)  # the optional head that also works at HR resolution
+
+
 def tiny_resnet() -> ResNetUNetUpscaler:
-    m = ResNetUNetUpscaler(scale=2, decoder_channels=(16, 16, 8), head_channels=8, pretrained=False)
-    return m.eval()
+    return ResNetUNetUpscaler(scale=2, decoder_channels=(16, 16, 8), pretrained=False).eval()
+
+
+def amplify_residual(model, factor: float = 10.0) -> None:
+    """Scale the head's last conv: a stronger residual, so mistakes show up well above 1e-4."""
+    head = model.head
+    last = head.up[0] if head.channels == 0 else head.out
+    with torch.no_grad():
+        last.weight.mul_(factor)
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +68,7 @@ def _one_thread():
 def unet() -> UNetUpscaler:
     torch.manual_seed(0)
     m = tiny_unet()
-    with torch.no_grad():  # a stronger residual, so mistakes show up well above 1e-4
-        m.head.out.weight.mul_(10)
+    amplify_residual(m)
     return m
 
 
@@ -79,13 +89,13 @@ def _direct(model, planes: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "make, hw, tile", [(tiny_unet, (53, 77), 32), (tiny_resnet, (203, 237), 64)]
+    "make, hw, tile",
+    [(tiny_unet, (53, 77), 32), (tiny_unet_hr_head, (53, 77), 32), (tiny_resnet, (203, 237), 64)],
 )
 def test_tiled_equals_untiled(make, hw, tile):
     torch.manual_seed(0)
     model = make()
-    with torch.no_grad():
-        model.head.out.weight.mul_(10)
+    amplify_residual(model)
     lq = torch.rand(3, *hw)
     ref = _direct(model, lq)
     overlap = infer.auto_overlap(model)
@@ -449,7 +459,7 @@ def test_cli_missing_checkpoint_and_inputs(tmp_path, ckpt, capsys, monkeypatch):
     monkeypatch.setattr(cli, "REPO_ROOT", tmp_path / "nowhere")
     assert main(["upscale", "x.png", "-o", "out"]) == 2
     err = capsys.readouterr().err
-    assert "checkpoints/resnet_unet_x2.pt" in err and "--checkpoint" in err
+    assert "checkpoints/unet_x2.pt" in err and "--checkpoint" in err
     assert main(["upscale", "nothing/*.png", "-o", "out", "--checkpoint", str(ckpt)]) == 1
     assert "no file matches" in capsys.readouterr().err
 

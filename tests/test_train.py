@@ -17,9 +17,7 @@ from srlib.train import TrainConfig, fit, load_checkpoint, load_model, lr_at, pr
 
 
 def tiny_model():
-    return UNetUpscaler(
-        2, width=8, depth=2, max_width=16, decoder_channels=(16, 8), head_channels=8
-    )
+    return UNetUpscaler(2, width=8, depth=2, max_width=16, decoder_channels=(16, 8))
 
 
 def pairs(n=8, size=16, seed=0):
