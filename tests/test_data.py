@@ -2,9 +2,7 @@
 
 import io
 import os
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,30 +24,16 @@ from srlib.data import (
     split_by_image,
 )
 
+try:
+    from tests._images import png16
+except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
+    from _images import png16
+
 W, H = 64, 48  # size of the good test images
 
 
 def _noise(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _png16(a: np.ndarray) -> bytes:
-    """A 16-bit PNG (gray (H, W) or RGB (H, W, 3)) written by hand: PIL cannot write 16-bit RGB."""
-    h, w = a.shape[:2]
-    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(tag + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", crc)
-
-    color_type = 2 if a.ndim == 3 else 0
-    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
 
 
 GRADIENT16 = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (H, 1))  # (H, 256)
@@ -69,8 +53,8 @@ def folder(tmp_path: Path) -> Path:
     pal = Image.fromarray(np.tile(np.arange(W, dtype=np.uint8) % 4, (H, 1)), mode="P")
     pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
     pal.save(d / "palette.png", transparency=0)  # index 0 (black) is transparent
-    (d / "gray16.png").write_bytes(_png16(GRADIENT16))
-    (d / "rgb16.png").write_bytes(_png16(np.dstack([GRADIENT16] * 3)))
+    (d / "gray16.png").write_bytes(png16(GRADIENT16))
+    (d / "rgb16.png").write_bytes(png16(np.dstack([GRADIENT16] * 3)))
     # EXIF orientation 6: stored landscape (W x H), shown portrait; a red marker stored top-left.
     exif_img = np.zeros((H, W, 3), np.uint8)
     exif_img[:8, :8] = (255, 0, 0)

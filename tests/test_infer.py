@@ -1,10 +1,8 @@
 """Tests for srlib.infer and the CLI: seamless tiling, image modes, bad files, export."""
 
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,11 @@ from srlib.infer import (
 )
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler
 from srlib.train import load_checkpoint, load_model, save_checkpoint
+
+try:
+    from tests._images import png16
+except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
+    from _images import png16
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -224,22 +227,9 @@ def test_16bit_png_in_16bit_png_out(unet, tmp_path):
     assert np.abs(out - ref).max() <= 1.0  # float inside: within one 16-bit step
 
 
-def _png16_rgb(a: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG written by hand (PIL cannot write one)."""
-    h, w = a.shape[:2]
-    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-
-
 def test_16bit_rgb_png_warns_that_pillow_reads_8bit(unet, tmp_path):
     path = tmp_path / "rgb16.png"
-    path.write_bytes(_png16_rgb(_noise(6, 7, dtype=np.uint16)) + b"\0\0\0\0IEND\xaeB`\x82")
+    path.write_bytes(png16(_noise(6, 7, dtype=np.uint16)))
     with pytest.warns(UserWarning, match="16-bit RGB"):
         img = open_image(path)
     assert img.mode == "RGB" and upscale_image(unet, img).mode == "RGB"
