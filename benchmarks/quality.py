@@ -139,7 +139,7 @@ def train(
     model, loss_fn = make(args.scale, args.base), make_loss(loss_name)
 
     def dataset(sources: list, is_train: bool) -> SRDataset:
-        # A fresh dataset per model: its crop RNG restarts, so every model sees the same crops.
+        # Crops are keyed on (seed, epoch, index): every model sees the same crops.
         crops = args.crops_per_image if is_train else 4
         return SRDataset(
             sources, args.patch, args.scale, crops, is_train, args.min_crop, args.max_crop,

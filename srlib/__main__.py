@@ -130,7 +130,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             print(f"skip: {f}: not an image")
             skipped += 1
             continue
-        except (ImageLoadError, ValueError, OSError, RuntimeError, MemoryError) as e:
+        except (
+            ImageLoadError,
+            ValueError,
+            OSError,
+            RuntimeError,
+            MemoryError,
+            FloatingPointError,
+        ) as e:
             print(f"error: {f}: {e}")
             failed += 1
             continue
@@ -155,7 +162,7 @@ def _same(a: Path, b: Path) -> bool:
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a checkpoint holds: architecture, scale, parameters, config, metrics."""
     from srlib.models import build_model
-    from srlib.train import load_checkpoint
+    from srlib.train import load_checkpoint, nonfinite_tensors
 
     path = Path(args.checkpoint)
     if not path.is_file():
@@ -164,6 +171,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(path)
     model = build_model(ckpt["model_config"])
     model.load_state_dict(ckpt["model"])
+    bad = nonfinite_tensors(ckpt["model"])
+    if bad:
+        print(f"WARNING: {len(bad)} weight tensors hold NaN/inf (a diverged run): {bad[:3]}")
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in ckpt["model"].values()})
     cfg = ckpt["model_config"]
     print(f"checkpoint:   {path} ({path.stat().st_size / 1e6:.2f} MB, tensors {', '.join(dtypes)})")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 Source = str | os.PathLike | tuple[str, np.ndarray]  # image file, cached .npy, or (name, array)
@@ -234,16 +234,21 @@ class SRDataset(Dataset):
             )
         if not self.refs:
             raise ValueError(f"no usable images among {len(sources)} sources")
-        self._rng: np.random.Generator | None = None
-        self._rng_key: int | None = None
+        self.epoch = 0  # training crops are keyed on (seed, epoch, index): see set_epoch
         self._bad: set[int] = set()  # images that failed to decode in this process
 
     def __len__(self) -> int:
         return len(self.refs) * self.crops_per_image
 
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose training crops __getitem__ returns (validation ignores it)."""
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # Validation: one fixed generator per index, so every epoch sees the same crops.
-        rng = self._train_rng() if self.train else np.random.default_rng([self.seed, index])
+        # One generator per (seed, epoch, index): the same crop in any worker, in any order,
+        # and after a resume; validation drops the epoch, so its crops never change.
+        key = [self.seed, self.epoch, index] if self.train else [self.seed, index]
+        rng = np.random.default_rng(key)
         j = index // self.crops_per_image
         for attempt in range(len(self.refs)):  # a file that breaks mid-training must not kill it
             k = (j + attempt) % len(self.refs)
@@ -259,15 +264,6 @@ class SRDataset(Dataset):
             raise RuntimeError("none of the dataset's images can be read any more")
         gt = self._crop(img, rng).float() / 255  # (3, S, S)
         return degrade(gt, self.scale, self.method), gt  # (3, S/scale, S/scale), (3, S, S)
-
-    def _train_rng(self) -> np.random.Generator:
-        """Per-process generator: seeded from DataLoader's per-worker seed inside workers."""
-        info = get_worker_info()
-        key = None if info is None else info.seed  # info.seed = loader base seed + worker id
-        if self._rng is None or key != self._rng_key:
-            self._rng = np.random.default_rng(self.seed if key is None else [self.seed, key])
-            self._rng_key = key
-        return self._rng
 
     def _crop(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Random square crop of random side -> (3, S, S) uint8, flipped in training."""
@@ -318,8 +314,17 @@ def _probe(ref: Path | np.ndarray, verify: bool) -> tuple[int, int, Path | np.nd
 
 
 def source_name(src: Source) -> str:
-    """A source's short name: 'moon' for ('skimage/moon', array) or for '.../moon.jpg.npy'."""
-    return Path(src[0]).name if isinstance(src, tuple) else Path(src).name.split(".")[0]
+    """Short name of a source: 'moon' for ('skimage/moon', array), 'a/moon.jpg', 'moon.jpg.npy'.
+
+    Only a known image extension (and the cache's '.npy') is dropped, so 'St._Paul.jpg' is
+    'St._Paul', not 'St'.
+    """
+    if isinstance(src, tuple):
+        return Path(src[0]).name
+    name = Path(src).name
+    name = name[: -len(".npy")] if name.endswith(".npy") else name
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTENSIONS and stem else name
 
 
 def split_by_image(
@@ -349,13 +354,21 @@ def to_tensor(src: Source) -> torch.Tensor:
 
 
 def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
-    """Write sources as lossless PNGs named by `source_name` (e.g. held-out photos to evaluate)."""
+    """Write sources as lossless PNGs named by `source_name` (e.g. held-out photos to evaluate).
+
+    Two sources with the same short name (sub/a.jpg and other/a.jpg) would overwrite each
+    other, so that is an error rather than a silently lost image.
+    """
+    names = [source_name(s) for s in sources]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"several sources share the name(s) {clashes}; rename the files")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for src in sources:
+    for src, name in zip(sources, names, strict=True):
         img = _read(src[1] if isinstance(src, tuple) else Path(src))
         img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-        Image.fromarray(np.asarray(img)).save(folder / f"{source_name(src)}.png")
+        Image.fromarray(np.asarray(img)).save(folder / f"{name}.png")
     return folder
 
 
@@ -373,16 +386,29 @@ def make_loader(
     workers: int = 0,
     seed: int = 0,
     drop_last: bool = False,
+    epoch: int = 0,
+    start: int = 0,
 ) -> DataLoader:
-    """DataLoader with seeded shuffling and per-worker seeds (reproducible, distinct workers)."""
+    """One epoch's DataLoader: order from (seed, epoch), crops from (seed, epoch, index).
+
+    Everything random is a function of (seed, epoch, position), so a run gives the same batches
+    with any number of workers, and `start` (samples to skip) resumes mid-epoch exactly.
+    Workers are started per epoch (not persistent), so they see `dataset.set_epoch(epoch)`.
+    """
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    if shuffle:
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(dataset), generator=gen).tolist()
+    else:
+        order = list(range(len(dataset)))
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=order[start:],
         num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),  # shuffle order and worker base seed
         worker_init_fn=_seed_worker,
-        persistent_workers=workers > 0,  # keeps each worker's RNG stream going across epochs
+        generator=torch.Generator().manual_seed(seed),  # worker base seeds (user transforms)
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
     )

@@ -81,6 +81,11 @@ def receptive_field(model: Upscaler, max_size: int = 2048) -> int:
             torch.manual_seed(0)
             config = getattr(model, "config", None)
             probe = build_model(config) if config else copy.deepcopy(model).cpu()
+            # Fresh random weights everywhere: a zero-initialised layer (the head's last conv)
+            # would block the gradients this probe follows and hide the whole network.
+            for m in probe.modules():
+                if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+                    m.reset_parameters()
             probe = probe.float().eval().requires_grad_(False)  # input gradients only
             s, stride = model.scale, model.stride
             radius, n = 0, 32 * stride
@@ -198,6 +203,11 @@ def _tiled_pass(
             with _autocast(device):
                 sr = model(lq)[0]  # (3, th*s, tw*s)
             sr = sr[:, (y0 - iy0) * s : (y1 - iy0) * s, (x0 - ix0) * s : (x1 - ix0) * s]
+            if not torch.isfinite(sr).all():  # clamp would turn NaN into a black image
+                raise FloatingPointError(
+                    f"the model produced NaN/inf for the tile at LR ({x0}, {y0}): its weights "
+                    "or this input are broken; nothing was written"
+                )
             sr = sr.float().clamp_(0, 1)
             if c == 1:
                 sr = sr.mean(0, keepdim=True)

@@ -13,15 +13,17 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from srlib.data import make_loader
 from srlib.models import Upscaler, build_model
 
 
@@ -44,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     val_every: int = 200  # validate every N steps and at the end
+    log_every: int = 25  # fetch the loss parts from the device every N steps (one sync)
     checkpoint_every: int = 200
     workers: int = 0  # DataLoader worker processes
     seed: int = 0
@@ -65,16 +68,16 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=2,
     ),
     # CPU, 2 cores: each notebook (two trainings, evaluation, plots) in about 10 minutes.
+    # Ends by step count, not by time: the same machine and thread count give the same numbers.
     "quick": dict(
         patch_size=96,
         min_crop=48,
         crops_per_image=64,
         batch_size=8,
-        steps=3000,  # an upper bound: the time budget ends (and anneals) the run
+        steps=1500,
         warmup_steps=50,
-        val_every=300,
-        checkpoint_every=300,
-        time_budget_s=200.0,
+        val_every=250,
+        checkpoint_every=250,
     ),
     # GPU, the seed's scale: large batches, thousands of steps, bigger crops.
     "full": dict(
@@ -162,9 +165,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, dict]:
-    """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint)."""
+    """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint).
+
+    A checkpoint whose weights hold NaN or inf (a diverged run) is refused with ValueError:
+    it would only ever produce black or garbage images.
+    """
     ckpt = load_checkpoint(path, map_location=device)
+    bad = nonfinite_tensors(ckpt["model"])
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(f"{path} holds NaN/inf weights ({shown}): it is from a diverged run")
     model = build_model(ckpt["model_config"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
@@ -174,15 +190,42 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, 
 # The loop
 
 
+# A run "learns nothing" when, after this many validations, its best validation PSNR is still
+# less than MIN_GAIN_DB above the PSNR of its own base (bicubic) upscale of the same crops.
+STUCK_AFTER_VALIDATIONS = 3
+MIN_GAIN_DB = 0.05
+
+
+class NotLearningWarning(RuntimeWarning):
+    """A run whose validation PSNR does not rise above its own base upscale."""
+
+
 def _new_history() -> dict:
     return {
         "step": [],
         "lr": [],
         "train": {},
-        "val": {"step": [], "epoch": [], "loss": [], "psnr": []},
+        "val": {"step": [], "epoch": [], "loss": [], "psnr": [], "base_psnr": None},
+        "alerts": [],  # {"step", "message"}: loud warnings, e.g. a run that learns nothing
         "samples_per_s": None,
         "train_seconds": 0.0,
     }
+
+
+def learning_problem(history: dict) -> str | None:
+    """Why a run has not learned (best val PSNR not MIN_GAIN_DB above its base), or None."""
+    val = history["val"]
+    base = val.get("base_psnr")
+    if base is None or not val["psnr"]:
+        return None
+    best = max(val["psnr"])
+    if best - base >= MIN_GAIN_DB:
+        return None
+    return (
+        f"its best validation PSNR after {len(val['psnr'])} validations (step {val['step'][-1]}) "
+        f"is {best:.2f} dB, not above the {base:.2f} dB of its own base upscale "
+        f"(gain {best - base:+.2f} dB)"
+    )
 
 
 @torch.no_grad()
@@ -190,16 +233,30 @@ def validate(
     model: nn.Module, loss_fn: nn.Module, loader: DataLoader, device: torch.device
 ) -> tuple[float, float]:
     """Mean loss and mean RGB PSNR (dB) of `model` over a validation loader."""
+    was_training = model.training
     model.eval()
-    losses, psnrs = [], []
+    loss_sum, psnr_sum, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     for lq, gt in loader:
         lq, gt = to_device(lq, device), to_device(gt, device)
         sr = model(lq)
-        losses.append(loss_fn(sr, gt)[0].item() * len(lq))
-        psnrs.append(psnr(sr, gt).sum().item())
-    model.train()
-    n = len(loader.dataset)
-    return sum(losses) / n, sum(psnrs) / n
+        loss_sum += loss_fn(sr, gt)[0] * len(lq)  # summed on the device: one sync at the end
+        psnr_sum += psnr(sr, gt).sum()
+        n += len(lq)
+    model.train(was_training)
+    return loss_sum.item() / n, psnr_sum.item() / n
+
+
+@torch.no_grad()
+def base_psnr(model: nn.Module, loader: DataLoader, device: torch.device) -> float | None:
+    """Mean RGB PSNR of the model's own classic upscale (its `base_upscale`), or None."""
+    if not hasattr(model, "base_upscale"):
+        return None
+    total, n = torch.zeros((), device=device), 0
+    for lq, gt in loader:
+        lq, gt = to_device(lq, device), to_device(gt, device)
+        total += psnr(model.base_upscale(lq), gt).sum()
+        n += len(lq)
+    return total.item() / n
 
 
 def fit(
@@ -213,9 +270,12 @@ def fit(
 ) -> dict:
     """Train `model` in place and return its history; resumes from out_dir/name/last.pt.
 
-    History: per-step 'lr' and 'train' parts (incl. 'total'), per-validation 'val' loss and
-    PSNR, samples/s. Checkpoints: 'last.pt' every `checkpoint_every` steps and at the end,
-    'best.pt' at the best validation PSNR.
+    History: per-step 'lr' and 'train' parts (incl. 'total'); per-validation 'val' loss and
+    PSNR, with 'base_psnr' (the model's own base upscale on the same crops); 'alerts' (a run
+    that learns nothing is reported loudly there, on screen and as a NotLearningWarning);
+    samples/s. Checkpoints: 'last.pt' every `checkpoint_every` steps and at the end, 'best.pt'
+    at the best validation PSNR. A non-finite loss stops the run with FloatingPointError
+    before any checkpoint holds the broken weights.
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -229,7 +289,9 @@ def fit(
 
     last = run_dir / "last.pt"
     if resume and last.exists():
-        ckpt = load_checkpoint(last, map_location=str(device))
+        # On the CPU: load_state_dict copies to the model's device, and the RNG state must
+        # stay a CPU tensor (torch.set_rng_state rejects a CUDA copy).
+        ckpt = load_checkpoint(last, map_location="cpu")
         if ckpt["config"] != dataclasses.asdict(cfg) or ckpt["model_config"] != model.config:
             raise ValueError(
                 f"{last} was written by a different run (config or model differs). Resuming "
@@ -238,7 +300,7 @@ def fit(
             )
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        step, history = ckpt["step"], ckpt["history"]
+        step, history = ckpt["step"], {**_new_history(), **ckpt["history"]}
         best = max(history["val"]["psnr"], default=-math.inf)
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
@@ -246,10 +308,18 @@ def fit(
     if step >= cfg.steps or (budget is not None and history["train_seconds"] >= budget):
         return history  # already finished: the model now holds its final weights
 
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(
+            f"{len(train_set)} training samples are fewer than one batch "
+            f"({cfg.batch_size}): add images or raise crops_per_image"
+        )
+    steps_per_epoch = len(train_set) // cfg.batch_size
     use_amp = cfg.amp and device.type == "cuda"
     val_loader = None
     if val_set is not None and len(val_set) > 0:
-        val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.workers)
+        val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, workers=cfg.workers)
+        if history["val"]["base_psnr"] is None:
+            history["val"]["base_psnr"] = base_psnr(model, val_loader, device)
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(
@@ -263,16 +333,42 @@ def fit(
             torch_rng=torch.get_rng_state(),
         )
 
-    if len(train_set) < cfg.batch_size:
-        raise ValueError(
-            f"{len(train_set)} training samples are fewer than one batch "
-            f"({cfg.batch_size}): add images or raise crops_per_image"
-        )
-    steps_per_epoch = len(train_set) // cfg.batch_size
+    def alert(message: str) -> None:
+        text = f"run {cfg.name!r} is NOT LEARNING: {message}."
+        history["alerts"].append({"step": step, "message": text})
+        bar.write("\n".join(["!" * 80, "WARNING: " + text, "!" * 80]))
+        warnings.warn(text, NotLearningWarning, stacklevel=3)
+
+    # Loss parts stay on the device and are fetched every `log_every` steps: one sync per
+    # batch of steps instead of one per step (a GPU would otherwise wait on every .item()).
+    pending: list[torch.Tensor] = []
+    part_names: list[str] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        rows = torch.stack(pending).tolist()  # (n_steps, 1 + n_parts), one device sync
+        first = step - len(rows) + 1
+        pending.clear()
+        for i, row in enumerate(rows):
+            if not all(math.isfinite(v) for v in row):
+                raise FloatingPointError(
+                    f"{cfg.name}: the loss became {row[0]} at step {first + i} (lr "
+                    f"{history['lr'][first + i - 1]:.2e}). Training stopped; {last} keeps the "
+                    "last finite weights. Lower the lr or check the data."
+                )
+            for name, value in zip(part_names, row, strict=True):
+                history["train"].setdefault(name, []).append(value)
+        bar.set_postfix(loss=f"{rows[-1][0]:.4f}")
 
     def run_validation() -> None:
         nonlocal best
         v_loss, v_psnr = validate(model, loss_fn, val_loader, device)
+        if not (math.isfinite(v_loss) and math.isfinite(v_psnr)):
+            raise FloatingPointError(
+                f"{cfg.name}: validation at step {step} gave loss {v_loss}, PSNR {v_psnr}; "
+                f"training stopped, {last} keeps the last finite weights"
+            )
         for key, value in (
             ("step", step),
             ("epoch", step / steps_per_epoch),
@@ -280,24 +376,33 @@ def fit(
             ("psnr", v_psnr),
         ):
             history["val"][key].append(value)
-        bar.write(f"{cfg.name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB")
+        base = history["val"]["base_psnr"]
+        gain = "" if base is None else f" ({v_psnr - base:+.2f} dB over its base upscale)"
+        bar.write(f"{cfg.name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB{gain}")
         if v_psnr > best:
             best = v_psnr
             checkpoint(run_dir / "best.pt")
+        problem = learning_problem(history)
+        if problem and not history["alerts"]:
+            if len(history["val"]["psnr"]) >= STUCK_AFTER_VALIDATIONS or stop:
+                alert(problem)
 
     spent = history["train_seconds"]  # wall-clock seconds of earlier (resumed) sessions
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, disable=not progress)
     t0, samples, stop = time.perf_counter(), 0, False
     while not stop:
-        # Each epoch's order comes from (seed, epoch), so a resumed run continues where it was.
+        # Order from (seed, epoch), crops from (seed, epoch, index): a resumed run continues
+        # with exactly the batches an uninterrupted one would have seen.
         epoch, offset = divmod(step, steps_per_epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_set), generator=gen)[offset * cfg.batch_size :]
-        loader = DataLoader(
-            Subset(train_set, order.tolist()),
-            batch_size=cfg.batch_size,
+        loader = make_loader(
+            train_set,
+            cfg.batch_size,
+            shuffle=True,
+            workers=cfg.workers,
+            seed=cfg.seed,
             drop_last=True,
-            num_workers=cfg.workers,
+            epoch=epoch,
+            start=offset * cfg.batch_size,
         )
         for lq, gt in loader:
             elapsed = spent + time.perf_counter() - t0
@@ -318,16 +423,19 @@ def fit(
 
             history["step"].append(step)
             history["lr"].append(opt.param_groups[0]["lr"])
-            for k, v in {"total": loss.detach(), **parts}.items():
-                history["train"].setdefault(k, []).append(float(v))
+            part_names = part_names or ["total", *parts]
+            pending.append(torch.stack([loss.detach(), *parts.values()]))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
 
             out_of_time = budget is not None and spent + time.perf_counter() - t0 >= budget
             stop = step >= cfg.steps or out_of_time
-            if val_loader is not None and (step % cfg.val_every == 0 or stop):
+            validating = val_loader is not None and (step % cfg.val_every == 0 or stop)
+            checkpointing = step % cfg.checkpoint_every == 0 or stop
+            if len(pending) >= cfg.log_every or validating or checkpointing:
+                flush()  # before any checkpoint: a non-finite loss never reaches one
+            if validating:
                 run_validation()
-            if step % cfg.checkpoint_every == 0 or stop:
+            if checkpointing:
                 history["train_seconds"] = spent + time.perf_counter() - t0
                 checkpoint(last)
             if stop:

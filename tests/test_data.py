@@ -301,3 +301,41 @@ def test_cache_cli_and_default_sources(tmp_path: Path, capsys: pytest.CaptureFix
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the cached files are all fine
         assert SRDataset(sources, size=16, scale=2)[0][1].shape == (3, 16, 16)
+
+
+def test_training_crops_keyed_on_seed_epoch_index() -> None:
+    sources = [("a", _noise(96, 128, seed=1)), ("b", _noise(80, 80, seed=2))]
+    ds = SRDataset(sources, size=32, crops_per_image=4, seed=3)
+    first = [ds[i][1] for i in range(len(ds))]
+    backwards = [ds[i][1] for i in reversed(range(len(ds)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(first, backwards, strict=True))  # any order
+    ds.set_epoch(1)
+    assert not any(torch.equal(ds[i][1], first[i]) for i in range(len(ds)))  # new epoch
+    ds.set_epoch(0)
+    assert all(torch.equal(ds[i][1], first[i]) for i in range(len(ds)))  # and back
+    # Workers, batch size and a mid-epoch start do not change which crop a position gets.
+    plain = torch.cat([gt for _, gt in make_loader(ds, 4, seed=5, epoch=2)])
+    workers = torch.cat([gt for _, gt in make_loader(ds, 2, seed=5, epoch=2, workers=2)])
+    later = torch.cat([gt for _, gt in make_loader(ds, 4, seed=5, epoch=2, start=3)])
+    assert torch.equal(plain, workers) and torch.equal(plain[3:], later)
+    assert ds.epoch == 2  # make_loader sets the epoch it loads
+
+
+def test_source_names_keep_dots_and_clashes_are_errors(tmp_path: Path) -> None:
+    from srlib.data import save_sources, source_name
+
+    assert source_name("x/St._Paul.jpg") == "St._Paul"
+    assert source_name("cache/St._Mary.JPG.npy") == "St._Mary"
+    assert source_name(("skimage/moon", None)) == "moon"
+    assert source_name("x/archive.v2") == "archive.v2"  # not an image extension: kept
+    paul, mary = tmp_path / "St._Paul.jpg", tmp_path / "St._Mary.jpg"
+    Image.fromarray(_noise(seed=1)).save(paul)
+    Image.fromarray(_noise(seed=2)).save(mary)
+    out = save_sources([paul, mary], tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == ["St._Mary.png", "St._Paul.png"]
+    train, val = split_by_image([paul, mary], 0.5, holdout=["St._Paul"])
+    assert val == [paul] and train == [mary]
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(_noise(seed=3)).save(tmp_path / "sub" / "St._Paul.png")
+    with pytest.raises(ValueError, match="share the name"):
+        save_sources([paul, tmp_path / "sub" / "St._Paul.png"], tmp_path / "out2")

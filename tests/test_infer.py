@@ -49,10 +49,12 @@ def tiny_resnet() -> ResNetUNetUpscaler:
     return ResNetUNetUpscaler(scale=2, decoder_channels=(16, 16, 8), pretrained=False).eval()
 
 
-def amplify_residual(model, factor: float = 10.0) -> None:
-    """Scale the head's last conv: a stronger residual, so mistakes show up well above 1e-4."""
+def amplify_residual(model, factor: float = 1.0) -> None:
+    """A random last head conv (training starts it at zero): a strong residual, so mistakes
+    show up well above 1e-4. `factor` scales PyTorch's default init."""
     head = model.head
     last = head.up[0] if head.channels == 0 else head.out
+    last.reset_parameters()
     with torch.no_grad():
         last.weight.mul_(factor)
 

@@ -75,6 +75,15 @@ def test_frozen_encoder_stays_frozen_and_in_eval():
 def test_every_trainable_param_gets_grad_and_frozen_none(make):
     model = make().train()
     lq, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)
+    # The head's last layer starts at zero, so the first step moves the head alone...
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    (model(lq) - gt).abs().mean().backward()
+    last = model.head.up[0] if model.head.channels == 0 else model.head.out
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+    assert {n for n, p in model.named_parameters() if p is last.weight or p is last.bias} == grads
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    # ...and from the second on every trainable parameter learns; frozen ones never do.
     (model(lq) - gt).abs().mean().backward()
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -90,7 +99,7 @@ def test_residual_head_starts_near_base_upscale(make):
     with torch.no_grad():
         diff = (model(lq) - model.base_upscale(lq)).abs().mean()
         plain = (model(lq) - F.interpolate(lq, scale_factor=2, mode="nearest")).abs().mean()
-    assert diff < 0.05 < plain  # the residual branch starts small: training begins at the base
+    assert diff == 0 < 0.05 < plain  # the residual starts at zero: training begins at the base
 
 
 def test_build_model_roundtrip():

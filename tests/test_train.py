@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from srlib.data import SRDataset
 from srlib.losses import PixelLoss
 from srlib.models import UNetUpscaler
 from srlib.train import TrainConfig, fit, load_checkpoint, load_model, lr_at, preset
@@ -45,13 +46,17 @@ def cfg(tmp_path, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-def test_one_batch_overfit(tmp_path):
-    # A fine checkerboard that 2x downscaling erases: only a model that learns can restore it.
-    data = pairs(n=4)
+def checker_pairs(n=4):
+    """A fine checkerboard that 2x downscaling erases: only a model that learns restores it."""
+    data = pairs(n=n)
     yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     checker = 0.15 * (((yy + xx) % 2) * 2 - 1).float()
     gt = (data.tensors[1] * 0.6 + 0.2 + checker).clamp(0, 1)
-    data = TensorDataset(torch.nn.functional.avg_pool2d(gt, 2), gt)
+    return TensorDataset(torch.nn.functional.avg_pool2d(gt, 2), gt)
+
+
+def test_one_batch_overfit(tmp_path):
+    data = checker_pairs()
     hist = fit(
         tiny_model(),
         PixelLoss("l1"),
@@ -180,3 +185,195 @@ def test_killed_training_resumes(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, check=True
     ).stdout
     assert f"resumed k from {last} at step {step}" in out and "finished 120" in out
+
+
+def test_validate_restores_the_mode_it_was_given():
+    from torch.utils.data import DataLoader
+
+    from srlib.train import validate
+
+    model, loader = tiny_model(), DataLoader(pairs(4), batch_size=2)
+    for mode in (True, False):
+        model.train(mode)
+        validate(model, PixelLoss("l1"), loader, torch.device("cpu"))
+        assert model.training is mode
+
+
+def test_a_run_that_learns_nothing_says_so(tmp_path, capsys):
+    from srlib.train import NotLearningWarning
+
+    # lr 0: the model stays at its base upscale, exactly what a collapsed run looks like.
+    run = cfg(tmp_path, lr=0.0, val_every=2, checkpoint_every=2)
+    with pytest.warns(NotLearningWarning, match="NOT LEARNING"):
+        hist = fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4, seed=1), run, progress=False)
+    assert hist["val"]["psnr"] == [pytest.approx(hist["val"]["base_psnr"])] * 3
+    assert len(hist["alerts"]) == 1 and hist["alerts"][0]["step"] == 6
+    printed = capsys.readouterr()
+    assert "WARNING: run 't' is NOT LEARNING" in printed.out + printed.err  # the loud banner
+    assert load_checkpoint(tmp_path / "t" / "last.pt")["history"]["alerts"] == hist["alerts"]
+
+
+def test_a_learning_run_raises_no_alert(tmp_path):
+    import warnings
+
+    data = checker_pairs()
+    run = cfg(tmp_path, steps=60, val_every=20, checkpoint_every=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hist = fit(tiny_model(), PixelLoss("l1"), data, data, run, progress=False)
+    assert hist["alerts"] == [] and hist["val"]["psnr"][-1] > hist["val"]["base_psnr"] + 0.05
+
+
+class NaNAfter(PixelLoss):
+    """An L1 loss that turns NaN from call `n` on: a diverging run."""
+
+    def __init__(self, n):
+        super().__init__("l1")
+        self.calls, self.n = 0, n
+
+    def forward(self, sr, gt):
+        self.calls += 1
+        loss, parts = super().forward(sr, gt)
+        if self.calls >= self.n:
+            loss = loss * float("nan")
+        return loss, parts
+
+
+def test_nonfinite_loss_stops_before_any_checkpoint_holds_it(tmp_path):
+    run = cfg(tmp_path, steps=9, checkpoint_every=3, val_every=100, log_every=100)
+    with pytest.raises(FloatingPointError, match="step 5"):
+        fit(tiny_model(), NaNAfter(5), pairs(), None, run, progress=False)
+    ckpt = load_checkpoint(tmp_path / "t" / "last.pt")
+    assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_nan_checkpoint_and_nan_output_are_clear_errors(tmp_path):
+    from srlib.infer import upscale_tensor
+    from srlib.train import save_checkpoint
+
+    model = tiny_model()
+    with torch.no_grad():
+        model.head.up[0].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="NaN"):
+        upscale_tensor(model, torch.rand(3, 16, 16))
+    path = tmp_path / "nan.pt"
+    save_checkpoint(path, model=model.state_dict(), model_config=model.config)
+    with pytest.raises(ValueError, match="NaN/inf weights .*head.up.0.bias"):
+        load_model(path)
+    from PIL import Image
+
+    from srlib.__main__ import main
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "in.png")
+    rc = main(
+        [
+            "upscale",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            str(path),
+        ]
+    )
+    assert rc == 2 and not (tmp_path / "out" / "in_x2.png").exists()
+
+
+def test_loss_parts_are_fetched_every_log_every_steps(tmp_path, monkeypatch):
+    calls = {"tolist": 0, "float": 0}
+    tolist, to_float = torch.Tensor.tolist, torch.Tensor.__float__
+
+    def counting_tolist(self):
+        calls["tolist"] += self.is_floating_point()  # values, not the loader's index lists
+        return tolist(self)
+
+    def counting_float(self):
+        calls["float"] += 1
+        return to_float(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
+    monkeypatch.setattr(torch.Tensor, "__float__", counting_float)
+    run = cfg(tmp_path, steps=12, log_every=4, checkpoint_every=100, val_every=100)
+    hist = fit(tiny_model(), PixelLoss("l1"), pairs(), None, run, progress=False)
+    monkeypatch.undo()
+    assert calls == {"tolist": 3, "float": 0}  # one device sync per 4 steps, none per step
+    assert len(hist["train"]["total"]) == len(hist["train"]["l1"]) == 12
+
+
+def test_resume_reads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
+    import srlib.train as train
+
+    fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
+    seen = []
+    real = train.load_checkpoint
+    monkeypatch.setattr(
+        train, "load_checkpoint", lambda p, map_location: seen.append(map_location) or real(p)
+    )
+    fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
+    # torch.set_rng_state takes a CPU tensor only: loading to the training device breaks CUDA.
+    assert seen == ["cpu"]
+
+
+class InterruptingSR(SRDataset):
+    """An SRDataset that raises KeyboardInterrupt after serving `limit` crops."""
+
+    limit = None
+
+    def __getitem__(self, i):
+        if self.limit is not None:
+            self.limit -= 1
+            if self.limit < 0:
+                raise KeyboardInterrupt
+        return super().__getitem__(i)
+
+
+def test_resume_with_srdataset_gives_the_same_losses(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    photos = [(f"p{i}", rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)) for i in range(2)]
+
+    def train(folder, limit=None):
+        torch.manual_seed(0)  # the same initial weights in all three runs
+        data = InterruptingSR(photos, size=16, scale=2, crops_per_image=6, min_crop=12, seed=4)
+        data.limit = limit
+        run = cfg(folder, steps=8, checkpoint_every=2, val_every=100)
+        return fit(tiny_model(), PixelLoss("l1"), data, None, run, progress=False)
+
+    full = train(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", limit=4 * 5 + 2)  # during step 6, after the step-4 checkpoint
+    assert load_checkpoint(tmp_path / "b" / "t" / "last.pt")["step"] == 4
+    resumed = train(tmp_path / "b")
+    assert resumed["step"] == list(range(1, 9))
+    # Steps 5-8 (epochs 1 and 2) get the crops the uninterrupted run got: identical losses.
+    assert resumed["train"]["total"] == full["train"]["total"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["random", "realistic"])
+def test_resnet_unet_learns_with_and_without_imagenet_weights(weights, request, tmp_path):
+    """The default ResNet-UNet used to collapse to its bicubic base in most seeds (issue 9).
+
+    Real photos, the default model, the quick preset's lr, warmup and batch, smaller crops
+    and fewer steps. 'realistic' is a ResNet18 whose BatchNorm statistics were measured on
+    photos (conftest): features of a trained network's scale, the harder case.
+    """
+    from srlib.data import SRDataset, embedded_photos, split_by_image
+    from srlib.models import ResNetUNetUpscaler
+
+    if weights == "realistic":
+        request.getfixturevalue("realistic_imagenet_weights")
+    train_src, val_src = split_by_image(embedded_photos(), 0.25, seed=0, holdout=["moon"])
+    crop = dict(size=48, scale=2, min_crop=32, method="bicubic")
+    gains = []
+    for seed in (0, 1, 2):
+        train_set = SRDataset(train_src, crops_per_image=16, seed=seed, **crop)
+        val_set = SRDataset(val_src, crops_per_image=4, train=False, **crop)
+        torch.manual_seed(seed)
+        model = ResNetUNetUpscaler(2, pretrained=weights == "realistic", download=False)
+        assert model.has_imagenet_weights == (weights == "realistic")
+        run = preset("quick", name=f"s{seed}", seed=seed, steps=150, val_every=50)
+        run = preset("quick", **{**run.__dict__, "out_dir": str(tmp_path), "patch_size": 48})
+        hist = fit(model, PixelLoss("l1"), train_set, val_set, run, progress=False)
+        gains.append(max(hist["val"]["psnr"]) - hist["val"]["base_psnr"])
+    assert min(gains) > 0.3, gains

@@ -1,0 +1,174 @@
+"""Seed robustness: does every run learn? 5 seeds x {UNet, ResNet-UNet} x {L1, perceptual}.
+
+    python benchmarks/seeds.py                    # the `quick` preset's steps, 2 runs at a time
+    python benchmarks/seeds.py --steps 600        # shorter
+    python benchmarks/seeds.py --seeds 0 1 --models resnet --losses l1
+
+Every run trains with the notebooks' `quick` settings on the embedded photos, split as in the
+default notebook run (split seed 0, the moon photo held out); the run's seed changes the initial
+weights, the crop order and the crops. Each model is then scored like the notebooks' table: the
+held-out photos x2, LR made by MATLAB-style bicubic, PSNR-Y with a 2-pixel border crop, and the
+gain over bicubic on the same LR. Runs go `--jobs` at a time, each on `--threads` threads with
+OMP_WAIT_POLICY=PASSIVE, so that two runs share the 2-core machine without slowing each other.
+
+The floor (issue 9): every L1 run >= +0.5 dB over bicubic, every perceptual run > 0 dB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+FLOOR_DB = {"l1": 0.5, "perceptual": 0.0}  # gain over bicubic: >= for L1, > for perceptual
+
+
+def _passes(loss: str, gain: float) -> bool:
+    return gain >= FLOOR_DB[loss] if loss == "l1" else gain > FLOOR_DB[loss]
+
+
+def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path) -> dict:
+    """Train one model with the quick preset and score it on the held-out photos."""
+    import torch
+
+    from srlib import data, metrics
+    from srlib.losses import make_loss
+    from srlib.models import ResNetUNetUpscaler, UNetUpscaler
+    from srlib.train import fit, preset, seed_everything
+
+    overrides = {} if steps is None else {"steps": steps}
+    name = f"{model_name}_{loss}_s{seed}"
+    cfg = preset("quick", name=name, seed=seed, loss=loss, out_dir=str(out), **overrides)
+    sources = data.embedded_photos()
+    train_src, val_src = data.split_by_image(sources, 0.25, seed=0, holdout=["moon"])
+    crop = dict(size=cfg.patch_size, scale=cfg.scale, min_crop=cfg.min_crop, seed=cfg.seed)
+    crop["method"] = cfg.downscale
+    train_set = data.SRDataset(train_src, crops_per_image=cfg.crops_per_image, **crop)
+    val_set = data.SRDataset(val_src, crops_per_image=8, train=False, **crop)
+    seed_everything(seed)  # the initial weights depend on the seed too
+    model = UNetUpscaler(cfg.scale) if model_name == "unet" else ResNetUNetUpscaler(cfg.scale)
+    loss_fn = make_loss(loss)
+    hist = fit(model, loss_fn, train_set, val_set, cfg, resume=False, progress=False)
+    heldout = data.save_sources(val_src, out / f"heldout_{model_name}_{loss}_s{seed}")
+    psnr = metrics.evaluate(model, heldout, cfg.scale, with_lpips=False)["mean"]["psnr_y"]
+    bicubic = metrics.evaluate("bicubic", heldout, cfg.scale, with_lpips=False)["mean"]["psnr_y"]
+    return dict(
+        model=model_name,
+        loss=loss,
+        seed=seed,
+        steps=hist["step"][-1],
+        seconds=round(hist["train_seconds"], 1),
+        psnr_y=psnr,
+        bicubic=bicubic,
+        gain=psnr - bicubic,
+        val_gain=max(hist["val"]["psnr"]) - hist["val"]["base_psnr"],
+        alerts=len(hist["alerts"]),
+        imagenet=bool(getattr(loss_fn, "has_imagenet_weights", True))
+        and bool(getattr(model, "has_imagenet_weights", True)),
+        threads=torch.get_num_threads(),
+    )
+
+
+def _spawn(job: tuple, args: argparse.Namespace, out: Path) -> dict:
+    """Run one job in a fresh process with its own thread count."""
+    model_name, loss, seed = job
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--one", model_name, loss, str(seed), "--out", str(out)]
+    cmd += ["--threads", str(args.threads)] + (
+        [] if args.steps is None else ["--steps", str(args.steps)]
+    )
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout)[-2000:]
+        return dict(model=model_name, loss=loss, seed=seed, error=f"exit {proc.returncode}: {tail}")
+    result = json.loads(lines[-1])
+    print(
+        f"{model_name:6s} {loss:10s} seed {seed}: {result['gain']:+.2f} dB over bicubic "
+        f"({result['psnr_y']:.2f} vs {result['bicubic']:.2f}), {result['steps']} steps in "
+        f"{result['seconds']:.0f} s{', ALERT' if result['alerts'] else ''}",
+        flush=True,
+    )
+    return result
+
+
+def summarize(results: list[dict]) -> str:
+    """Markdown table: min / median / max gain per model and loss, and the floor."""
+    lines = [
+        "| model | loss | runs | min | median | max | floor | holds |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    keys = sorted({(r["model"], r["loss"]) for r in results}, key=lambda k: (k[0] != "unet", k))
+    for model_name, loss in keys:
+        runs = [r for r in results if (r["model"], r["loss"]) == (model_name, loss)]
+        gains = [r["gain"] for r in runs if "gain" in r]
+        failed = len(runs) - len(gains)
+        if not gains:
+            lines.append(f"| {model_name} | {loss} | 0 | - | - | - | - | {failed} failed |")
+            continue
+        floor = f"{'>=' if loss == 'l1' else '>'} {FLOOR_DB[loss]:+.1f} dB"
+        holds = all(_passes(loss, g) for g in gains) and not failed
+        lines.append(
+            f"| {model_name} | {loss} | {len(gains)} | {min(gains):+.2f} | "
+            f"{statistics.median(gains):+.2f} | {max(gains):+.2f} | {floor} | "
+            f"{'yes' if holds else 'NO'}{f' ({failed} failed)' if failed else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--models", nargs="+", default=["unet", "resnet"])
+    parser.add_argument("--losses", nargs="+", default=["l1", "perceptual"])
+    parser.add_argument("--steps", type=int, default=None, help="default: the quick preset's")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    parser.add_argument("--json", default=None, help="also write all results here")
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "LOSS", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model_name, loss, seed = args.one
+        print(json.dumps(run_one(model_name, loss, int(seed), args.steps, Path(args.out))))
+        return
+
+    jobs = [(m, lo, s) for s in args.seeds for m in args.models for lo in args.losses]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        print(
+            f"{len(jobs)} runs, {args.jobs} at a time, {args.threads} thread(s) each, steps: "
+            f"{args.steps or 'quick preset'}; runs in {out}",
+            flush=True,
+        )
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda job: _spawn(job, args, out), jobs))
+    for r in results:
+        if "error" in r:
+            print(f"FAILED {r['model']} {r['loss']} seed {r['seed']}: {r['error']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    ok = [r for r in results if "gain" in r]
+    weights = "yes" if ok and all(r["imagenet"] for r in ok) else "NO (random ResNet18 parts)"
+    steps = sorted({r["steps"] for r in ok})
+    print(
+        f"\nHeld-out PSNR-Y gain over bicubic (dB), x2; steps {steps}, ImageNet weights: "
+        f"{weights}; {time.perf_counter() - t0:.0f} s in all\n"
+    )
+    print(summarize(results))
+
+
+if __name__ == "__main__":
+    main()
