@@ -11,21 +11,24 @@ held-out photos x2, LR made by MATLAB-style bicubic, PSNR-Y with a 2-pixel borde
 gain over bicubic on the same LR. Runs go `--jobs` at a time, each on `--threads` threads with
 OMP_WAIT_POLICY=PASSIVE, so that two runs share the 2-core machine without slowing each other.
 
-The floor (issue 9): every L1 run >= +0.5 dB over bicubic, every perceptual run > 0 dB.
+The photos: 4 held out for scoring (never trained on, never used to pick a checkpoint), 2 for
+validation (each run keeps its best-validation checkpoint: early stopping, as the notebooks do),
+11 for training. The floor (issue 9): every L1 run >= +0.5 dB over bicubic, every perceptual
+run > 0 dB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _jobs import run_all, run_json  # noqa: E402
 
 FLOOR_DB = {"l1": 0.5, "perceptual": 0.0}  # gain over bicubic: >= for L1, > for perceptual
 
@@ -41,22 +44,25 @@ def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path)
     from srlib import data, metrics
     from srlib.losses import make_loss
     from srlib.models import ResNetUNetUpscaler, UNetUpscaler
-    from srlib.train import fit, preset, seed_everything
+    from srlib.train import fit, preset, restore_best, seed_everything
 
     overrides = {} if steps is None else {"steps": steps}
     name = f"{model_name}_{loss}_s{seed}"
     cfg = preset("quick", name=name, seed=seed, loss=loss, out_dir=str(out), **overrides)
     sources = data.embedded_photos()
-    train_src, val_src = data.split_by_image(sources, 0.25, seed=0, holdout=["moon"])
+    rest, test_src = data.split_by_image(sources, 0.25, seed=0, holdout=["moon"])
+    train_src, val_src = data.split_by_image(rest, 0.15, seed=0)
     crop = dict(size=cfg.patch_size, scale=cfg.scale, min_crop=cfg.min_crop, seed=cfg.seed)
     crop["method"] = cfg.downscale
     train_set = data.SRDataset(train_src, crops_per_image=cfg.crops_per_image, **crop)
-    val_set = data.SRDataset(val_src, crops_per_image=8, train=False, **crop)
+    val_set = data.SRDataset(val_src, crops_per_image=16, train=False, **crop)
     seed_everything(seed)  # the initial weights depend on the seed too
     model = UNetUpscaler(cfg.scale) if model_name == "unet" else ResNetUNetUpscaler(cfg.scale)
     loss_fn = make_loss(loss)
-    hist = fit(model, loss_fn, train_set, val_set, cfg, resume=False, progress=False)
-    heldout = data.save_sources(val_src, out / f"heldout_{model_name}_{loss}_s{seed}")
+    # resume=True: rerunning with the same --out only re-scores runs that already finished.
+    hist = fit(model, loss_fn, train_set, val_set, cfg, progress=False)
+    best_step = restore_best(model, cfg)  # as the notebooks do: early stopping on validation
+    heldout = data.save_sources(test_src, out / f"heldout_{model_name}_{loss}_s{seed}")
     psnr = metrics.evaluate(model, heldout, cfg.scale, with_lpips=False)["mean"]["psnr_y"]
     bicubic = metrics.evaluate("bicubic", heldout, cfg.scale, with_lpips=False)["mean"]["psnr_y"]
     return dict(
@@ -64,6 +70,7 @@ def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path)
         loss=loss,
         seed=seed,
         steps=hist["step"][-1],
+        best_step=best_step,
         seconds=round(hist["train_seconds"], 1),
         psnr_y=psnr,
         bicubic=bicubic,
@@ -79,23 +86,18 @@ def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path)
 def _spawn(job: tuple, args: argparse.Namespace, out: Path) -> dict:
     """Run one job in a fresh process with its own thread count."""
     model_name, loss, seed = job
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, __file__, "--one", model_name, loss, str(seed), "--out", str(out)]
-    cmd += ["--threads", str(args.threads)] + (
-        [] if args.steps is None else ["--steps", str(args.steps)]
-    )
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout)[-2000:]
-        return dict(model=model_name, loss=loss, seed=seed, error=f"exit {proc.returncode}: {tail}")
-    result = json.loads(lines[-1])
-    print(
-        f"{model_name:6s} {loss:10s} seed {seed}: {result['gain']:+.2f} dB over bicubic "
-        f"({result['psnr_y']:.2f} vs {result['bicubic']:.2f}), {result['steps']} steps in "
-        f"{result['seconds']:.0f} s{', ALERT' if result['alerts'] else ''}",
-        flush=True,
-    )
+    argv = [__file__, "--one", model_name, loss, str(seed), "--out", str(out)]
+    argv += ["--threads", str(args.threads)]
+    argv += [] if args.steps is None else ["--steps", str(args.steps)]
+    result = {"model": model_name, "loss": loss, "seed": seed, **run_json(argv, args.threads)}
+    if "error" not in result:
+        print(
+            f"{model_name:6s} {loss:10s} seed {seed}: {result['gain']:+.2f} dB over bicubic "
+            f"({result['psnr_y']:.2f} vs {result['bicubic']:.2f}), kept step "
+            f"{result['best_step']} of {result['steps']}, {result['seconds']:.0f} s"
+            f"{', ALERT' if result['alerts'] else ''}",
+            flush=True,
+        )
     return result
 
 
@@ -153,8 +155,7 @@ def main() -> None:
             f"{args.steps or 'quick preset'}; runs in {out}",
             flush=True,
         )
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda job: _spawn(job, args, out), jobs))
+        results = run_all(lambda job: _spawn(job, args, out), jobs, args.jobs)
     for r in results:
         if "error" in r:
             print(f"FAILED {r['model']} {r['loss']} seed {r['seed']}: {r['error']}")

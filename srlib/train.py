@@ -186,6 +186,19 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, 
     return model.to(device).eval(), ckpt
 
 
+def restore_best(model: nn.Module, cfg: TrainConfig) -> int:
+    """Load the run's best-validation weights (out_dir/name/best.pt) into `model`; their step.
+
+    Early stopping after the fact: a run whose validation PSNR peaks before its last step (the
+    ResNet-UNet with the perceptual loss did, on some training sets: README) is judged by its
+    best validation checkpoint. Validate on photos other than the ones you report on, or the
+    choice leaks into the result. Needs a run that validated (a `val_set` in `fit`).
+    """
+    ckpt = load_checkpoint(Path(cfg.out_dir) / cfg.name / "best.pt")
+    model.load_state_dict(ckpt["model"])
+    return ckpt["step"]
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop
 

@@ -33,6 +33,7 @@ def realistic_imagenet_weights(tmp_path, monkeypatch):
     embedded set, ImageNet-normalised): features then have the scale and sign pattern of a
     trained network's, unlike the defaults (mean 0, var 1) of an untrained one.
     """
+    from torch.optim.swa_utils import update_bn
     from torchvision.models import resnet18
 
     from srlib.data import SRDataset, embedded_photos, make_loader
@@ -41,19 +42,9 @@ def realistic_imagenet_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     torch.manual_seed(0)
     net = resnet18(weights=None)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over all batches
-            m.reset_running_stats()
     photos = SRDataset(embedded_photos(), size=64, scale=2, crops_per_image=4, seed=0)
-    mean, std = (
-        torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-        torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-    )
-    net.train()
-    with torch.no_grad():
-        for _, gt in make_loader(photos, batch_size=16):
-            net((gt - mean) / std)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    update_bn([(gt - mean) / std for _, gt in make_loader(photos, batch_size=16)], net)
     state = net.state_dict()
     torch.save(state, _mkparent(resnet18_weights_path()))
     return state

@@ -1,5 +1,6 @@
 """Training loop: overfitting, history, atomic checkpoints, resume, and a killed run."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,7 +15,15 @@ from torch.utils.data import TensorDataset
 from srlib.data import SRDataset
 from srlib.losses import PixelLoss
 from srlib.models import UNetUpscaler
-from srlib.train import TrainConfig, fit, load_checkpoint, load_model, lr_at, preset
+from srlib.train import (
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    load_model,
+    lr_at,
+    preset,
+    restore_best,
+)
 
 
 def tiny_model():
@@ -83,6 +92,15 @@ def test_history_and_checkpoints(tmp_path):
     assert not [p for p in (tmp_path / "t").iterdir() if p.suffix == ".tmp"]
     model, _ = load_model(tmp_path / "t" / "last.pt")
     assert not model.training and model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+    # Early stopping after the fact: the best-validation weights, and the step they are from.
+    best = load_checkpoint(tmp_path / "t" / "best.pt")
+    step = restore_best(model, cfg(tmp_path))
+    assert (
+        step
+        == best["step"]
+        == hist["val"]["step"][hist["val"]["psnr"].index(max(hist["val"]["psnr"]))]
+    )
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in best["model"].items())
 
 
 class Interrupting(TensorDataset):
@@ -372,8 +390,8 @@ def test_resnet_unet_learns_with_and_without_imagenet_weights(weights, request, 
         torch.manual_seed(seed)
         model = ResNetUNetUpscaler(2, pretrained=weights == "realistic", download=False)
         assert model.has_imagenet_weights == (weights == "realistic")
-        run = preset("quick", name=f"s{seed}", seed=seed, steps=150, val_every=50)
-        run = preset("quick", **{**run.__dict__, "out_dir": str(tmp_path), "patch_size": 48})
+        run = preset("quick", name=f"s{seed}", seed=seed, steps=150, val_every=50, patch_size=48)
+        run = dataclasses.replace(run, out_dir=str(tmp_path))
         hist = fit(model, PixelLoss("l1"), train_set, val_set, run, progress=False)
         gains.append(max(hist["val"]["psnr"]) - hist["val"]["base_psnr"])
     assert min(gains) > 0.3, gains

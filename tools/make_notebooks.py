@@ -77,7 +77,7 @@ import matplotlib.pyplot as plt
 from srlib import data, infer, metrics, plots
 from srlib.losses import make_loss
 {imports}
-from srlib.train import fit, preset, seed_everything
+from srlib.train import fit, preset, restore_best, seed_everything
 
 # "quick": CPU, about 10 minutes; "full": GPU, the seed's scale; "smoke": seconds (tests).
 PRESET = os.environ.get("SRLIB_PRESET", "quick")
@@ -97,15 +97,18 @@ cfg"""
 
 DATA = """sources, about = data.default_sources("data/valued")
 print(about)
-# Split by image, never by crop: held-out photos are never seen in training.
-train_src, val_src = data.split_by_image(sources, 0.25, seed=cfg.seed, holdout=[HERO])
-print("train:   ", ", ".join(data.source_name(s) for s in train_src))
-print("held out:", ", ".join(data.source_name(s) for s in val_src))
+# Split by image, never by crop. Held-out photos (the final table, the figures) are never
+# trained on and never pick a checkpoint; validation photos pick each run's best checkpoint.
+rest, test_src = data.split_by_image(sources, 0.25, seed=cfg.seed, holdout=[HERO])
+train_src, val_src = data.split_by_image(rest, 0.15, seed=cfg.seed)
+print("train:     ", ", ".join(data.source_name(s) for s in train_src))
+print("validation:", ", ".join(data.source_name(s) for s in val_src))
+print("held out:  ", ", ".join(data.source_name(s) for s in test_src))
 
 crop_args = dict(size=cfg.patch_size, scale=cfg.scale, min_crop=cfg.min_crop,
                  method=cfg.downscale, seed=cfg.seed)
 train_set = data.SRDataset(train_src, crops_per_image=cfg.crops_per_image, **crop_args)
-val_set = data.SRDataset(val_src, crops_per_image=8, train=False, **crop_args)
+val_set = data.SRDataset(val_src, crops_per_image=16, train=False, **crop_args)
 print(f"{len(train_set)} training crops per epoch, {len(val_set)} fixed validation crops")
 plots.preview_pairs(train_set, title="training pairs: random crops of random size, rescaled");"""
 
@@ -122,10 +125,11 @@ for loss_name in ("l1", "perceptual"):
     models[loss_name] = make_model()
     histories[loss_name] = fit(models[loss_name], make_loss(loss_name), train_set, val_set, run)
     h = histories[loss_name]
-    gain = h["val"]["psnr"][-1] - h["val"]["base_psnr"]
+    best_step = restore_best(models[loss_name], run)  # early stopping on the validation photos
+    best = max(h["val"]["psnr"])
     print(f"{{run.name}}: {{h['step'][-1]}} steps in {{h['train_seconds']:.0f}} s, "
-          f"{{h['samples_per_s']:.1f}} samples/s, final val PSNR {{h['val']['psnr'][-1]:.2f}} dB "
-          f"({{gain:+.2f}} dB over its bicubic base)")
+          f"{{h['samples_per_s']:.1f}} samples/s; kept step {{best_step}}: val PSNR {{best:.2f}} dB "
+          f"({{best - h['val']['base_psnr']:+.2f}} dB over its bicubic base)")
     for a in h["alerts"]:  # fit() printed these loudly too; repeat them where the results are
         print("!!!", a["message"])"""
 
@@ -134,7 +138,7 @@ for folder in [FIGURES] + ([Path("images")] if SAVE else []):
     fig.savefig(folder / "{kind}_loss_curves.png", dpi=80)"""
 
 SAMPLES = """# Full held-out photos, degraded the way training pairs are. Residuals are shown around grey.
-for src in sorted(val_src, key=lambda s: data.source_name(s) != HERO)[:2]:  # hero first
+for src in sorted(test_src, key=lambda s: data.source_name(s) != HERO)[:2]:  # hero first
     gt = metrics.mod_crop(data.to_tensor(src), cfg.scale)[None]  # (1, 3, H, W)
     lq = data.degrade(gt, cfg.scale, cfg.downscale)  # (1, 3, H/s, W/s)
     named = {{f"{label} ({{k}})": m for k, m in models.items()}}
@@ -142,7 +146,7 @@ for src in sorted(val_src, key=lambda s: data.source_name(s) != HERO)[:2]:  # he
     plt.show()"""
 
 X4 = """# x4 by applying the x2 models twice, next to bicubic x4 of the same input.
-hero = next(s for s in val_src if data.source_name(s) == HERO)
+hero = next(s for s in test_src if data.source_name(s) == HERO)
 gt = metrics.mod_crop(data.to_tensor(hero), 4)[None]  # (1, 3, H, W)
 lq4 = data.degrade(gt, 4, cfg.downscale)  # (1, 3, H/4, W/4)
 x4 = {{"lq (nearest)": plots.upsample_nearest(lq4, gt.shape[-2:]),
@@ -154,7 +158,7 @@ plots.side_by_side(x4, title=f"{{HERO}}: x4 as two x2 passes ({{WEIGHTS}})");"""
 
 TABLE = """# PSNR / SSIM on the Y channel (BT.601, `scale` px border cropped, 8-bit), as published tables do.
 # "detail" = high-frequency energy of sr / gt (1 = as much fine detail as the original).
-heldout = data.save_sources(val_src, Path(cfg.out_dir) / "heldout")
+heldout = data.save_sources(test_src, Path(cfg.out_dir) / "heldout")
 folders = {{"held-out photos": heldout}}
 if BENCHMARK:
     folders[Path(BENCHMARK).name] = BENCHMARK
