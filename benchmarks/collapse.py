@@ -63,6 +63,24 @@ def realistic_weights(torch_home: Path) -> None:
     assert str(path).startswith(str(torch_home))
 
 
+def feature_sizes(weights: str) -> dict[str, list[float]]:
+    """Mean |feature| per encoder level at init, on photo crops: the UNet's vs the ResNet's."""
+    import torch
+
+    from srlib import data
+    from srlib.models import ResNetUNetUpscaler, UNetUpscaler
+
+    crops = data.SRDataset(data.embedded_photos(), size=96, scale=2, crops_per_image=4, seed=0)
+    lq = torch.stack([crops[i][0] for i in range(len(crops))])  # (B, 3, 48, 48)
+    torch.manual_seed(0)
+    models = {"UNet": UNetUpscaler(2)}
+    models[f"ResNet-UNet ({weights})"] = ResNetUNetUpscaler(
+        2, pretrained=weights == "realistic", download=False, feature_scale=1.0
+    )
+    with torch.no_grad():
+        return {k: [f.abs().mean().item() for f in m.encoder(lq)[1:]] for k, m in models.items()}
+
+
 def run_one(variant: str, weights: str, seed: int, steps: int, out: Path) -> dict:
     """One short run; returns its validation gain and the dead share of the LR decoder block."""
     import torch
@@ -116,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--features-only", action="store_true", help="only the feature sizes")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # variant weights seed out
     args = parser.parse_args()
 
@@ -152,6 +171,13 @@ def main() -> None:
                 )
             return result
 
+        print("Mean |feature| handed to the decoder at init, per encoder level (unscaled):")
+        for w in weights:
+            for k, sizes in feature_sizes(w).items():
+                if k != "UNet" or w == weights[0]:
+                    print(f"  {k:26s} " + " ".join(f"{x:.3f}" for x in sizes))
+        if args.features_only:
+            return
         jobs = [(v, w, s) for v in variants for w in weights for s in args.seeds]
         results = run_all(one, jobs, args.jobs)
 

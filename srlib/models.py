@@ -140,9 +140,9 @@ class ResNetEncoder(nn.Module):
     with PyTorch's default init) and grows them as it learns; frozen ResNet18 features are
     ~1 per channel from the first step, random weights or ImageNet ones alike. At full scale
     the decoder's early steps were ~100x larger than the UNet's, and most runs collapsed to
-    the bicubic base (README, "Training that never silently fails"). 0.1 measured safe on 10
-    of 10 short runs (with and without realistic BatchNorm statistics) and as good as 0.01
-    and as lr 1e-3 after 1000 steps.
+    the bicubic base. With 0.1, 10 of 10 short runs learn, with random weights and with
+    realistic BatchNorm statistics; before, 1 of 10 did (`benchmarks/collapse.py`, README
+    "Training that never silently fails").
     """
 
     def __init__(
@@ -261,8 +261,9 @@ class ResidualUpscaler(nn.Module):
         # Start exactly at "sr = base": a zero last layer. A random one adds the decoder's random
         # features to sr, and removing that noise is then the loss's first and clearest signal:
         # Adam, whose steps are ~lr whatever the gradient's size, shrinks the LR-level decoder
-        # weights to zero within ~50 steps and their ReLUs die (sr = base for good). That is how
-        # the ResNet-UNet collapsed (README, "Training that never silently fails"). From zero,
+        # weights early on and their ReLUs die (sr = base for good). Together with unscaled
+        # frozen features (ResNetEncoder) that is how the ResNet-UNet collapsed (README,
+        # "Training that never silently fails"). From zero,
         # the head's first steps follow the residual's correlation with the features instead;
         # the rest of the network gets gradients from the second step on.
         with torch.no_grad():
