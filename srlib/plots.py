@@ -66,6 +66,12 @@ def plot_losses(histories: Mapping[str, dict], title: str = "", smooth: int = 10
             if part in h["train"]:
                 ax.plot(x, _smooth(h["train"][part], k), color=color, label=name)
         axes[-1].plot(h["val"]["step"], h["val"]["psnr"], "o-", color=color, label=name)
+        base = h["val"].get("base_psnr")
+        if base is not None:  # a curve that stays on this line is a run that learned nothing
+            axes[-1].axhline(base, color=color, ls=":", lw=1)
+    if any(h["val"].get("base_psnr") is not None for h in histories.values()):
+        axes[-1].plot([], [], "k:", lw=1, label="base upscale")
+        axes[-1].legend(fontsize=8)
     axes[0].set_title("train loss (total)")
     axes[1].set_title("train loss (total, log)")
     axes[1].set_yscale("log")
