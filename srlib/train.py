@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from srlib.data import make_loader
+from srlib.io import atomic_write
 from srlib.models import Upscaler, build_model
 
 
@@ -142,22 +142,9 @@ def psnr(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def save_checkpoint(path: str | os.PathLike, **state) -> None:
-    """torch.save a dict atomically: write a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)  # a crash leaves the old checkpoint or the new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save a dict atomically: a crash leaves the old checkpoint or the new one."""
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
