@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 
 import srlib.data  # noqa: E402
+import srlib.resize  # noqa: E402
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
 
 # name -> constructor(scale, base); all L1-trained. h0 = residual made at LR and pixel-shuffled
@@ -42,7 +43,7 @@ VARIANTS = {
 
 
 def quantized_degrade(degrade):
-    """Wrap srlib.data.degrade so lq is rounded to 8 bits like a saved LR image."""
+    """Wrap srlib.resize.degrade so lq is rounded to 8 bits like a saved LR image."""
 
     def wrapped(gt, scale, method="bilinear"):
         return (degrade(gt, scale, method) * 255).round_() / 255
@@ -53,7 +54,8 @@ def quantized_degrade(degrade):
 if __name__ == "__main__":
     if "--quantize" in sys.argv:
         sys.argv.remove("--quantize")
-        srlib.data.degrade = quantized_degrade(srlib.data.degrade)
+        # Patched where SRDataset looks it up (srlib.data), not where it is defined.
+        srlib.data.degrade = quantized_degrade(srlib.resize.degrade)
         print("training lq quantised to 8 bits")
     for key, make in VARIANTS.items():
         quality.MODELS[key] = (key, "l1", make)

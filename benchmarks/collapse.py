@@ -183,7 +183,7 @@ def main() -> None:
 
     print(
         f"\nResNet-UNet, L1, {args.steps} steps, seeds {args.seeds}: runs that learn (val "
-        "gain >= 0.05 dB over the bicubic base); median gain; median dead share of the LR "
+        "gain >= 0.05 dB over the bicubic (torch) base); median gain; median dead share of the LR "
         "decoder block\n"
     )
     print("| variant | " + " | ".join(f"{w} weights" for w in weights) + " |")

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srlib.models import Decoder, ResNetEncoder, upsample
+from srlib.models import Decoder, ResNetEncoder
+from srlib.resize import upsample, upsample_label
 
 
 class ESPCN(nn.Module):
@@ -44,6 +45,8 @@ class SeedUpscaler(nn.Module):
         self.decoder = Decoder(self.encoder.out_channels, (width, width, width))
         self.out = nn.Conv2d(width, 3, 3, padding=1)
         self.config = dict(arch="SeedUpscaler", scale=scale, width=width)
+
+    base_label = upsample_label("bilinear")  # "bilinear (torch)", as figures show it
 
     def base_upscale(self, lq: torch.Tensor) -> torch.Tensor:
         return upsample(lq, self.scale, "bilinear")

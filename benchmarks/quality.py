@@ -7,8 +7,10 @@ Every model trains with `srlib.train.fit` for the same wall-clock budget (second
 on the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then
 is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/SSIM on Y with
 `scale` border pixels cropped, as in the papers. x4 is two x2 passes. The table also gives
-measured bicubic and published rows per set, and the PSNR/SSIM difference of each row to
-bicubic and to the best trained peer (ESPCN or seed design, whichever is better there).
+measured bicubic (MATLAB) and published rows per set, and the PSNR/SSIM difference of each row
+to bicubic (MATLAB) and to the best trained peer (ESPCN or seed design, whichever is better).
+`--base` and `--downscale` name torch kernels: the models' base upscale ("bicubic (torch)")
+and the training lq ("bicubic (torch, antialiased)"); see srlib.resize.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from srlib import infer, metrics  # noqa: E402
 from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
 from srlib.losses import make_loss  # noqa: E402
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler  # noqa: E402
+from srlib.resize import degrade_label, upsample_label  # noqa: E402
 from srlib.train import TrainConfig, fit  # noqa: E402
 
 PEERS = ("espcn", "seed")
+BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column
 # name -> (label, loss, constructor(scale, base))
 MODELS: dict[str, tuple[str, str, Callable[[int, str], nn.Module]]] = {
     "unet": ("UNet (L1)", "l1", lambda s, b: UNetUpscaler(s, base=b)),
@@ -110,8 +114,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip, help="0: off")
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak LR, cosine to 0")
-    ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bicubic")
-    ap.add_argument("--downscale", choices=("bilinear", "bicubic"), default="bicubic")
+    ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bicubic",
+                    help="torch kernel of the models' base upscale")  # fmt: skip
+    ap.add_argument("--downscale", choices=("bilinear", "bicubic"), default="bicubic",
+                    help="torch antialiased kernel that makes the training lq")  # fmt: skip
     ap.add_argument("--val-fraction", type=float, default=0.0, help="held-out training images")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
@@ -175,11 +181,11 @@ def train(
 
 
 def table_rows(results: dict[tuple[str, int], list[dict]], bench: str) -> list[dict[str, Any]]:
-    """Per (set, scale): published rows, measured bicubic, peers, ours; with the two deltas."""
+    """Per (set, scale): published rows, measured bicubic (MATLAB), peers, ours; two deltas."""
     rows = []
     for (s, k), trained in results.items():
-        bicubic = metrics.evaluate("bicubic", Path(bench) / s, k)["mean"]
-        bicubic = {"model": "bicubic (measured)", **bicubic}
+        bicubic = metrics.evaluate(BASELINE, Path(bench) / s, k)["mean"]
+        bicubic = {"model": f"{BASELINE}, measured", **bicubic}
         peers = [r for r in trained if r["key"] in PEERS]
         ours = [r for r in trained if r["key"] not in PEERS]
         best_peer = max(peers, key=lambda r: r["psnr_y"], default=None)
@@ -188,7 +194,7 @@ def table_rows(results: dict[tuple[str, int], list[dict]], bench: str) -> list[d
             measured = "key" in r  # a model trained here
             rows.append({
                 **r, "set": s, "scale": f"x{k}",
-                "Δ bicubic": diff(r, bicubic) if measured else "-",
+                f"Δ {BASELINE}": diff(r, bicubic) if measured else "-",
                 "Δ best peer": diff(r, best_peer) if measured else "-",
             })  # fmt: skip
     return rows
@@ -204,8 +210,9 @@ def main() -> None:
         f"command: python {shlex.join(sys.argv)}",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
         f"budget {args.budget:g} s per model, batch {args.batch}, gt patch {args.patch}px, "
-        f"lr {args.lr:g}, grad clip {args.grad_clip:g}, base {args.base}, lq by {args.downscale} "
-        f"downscale, seed {args.seed}" + (", rotations" if args.rotate else ""),
+        f"lr {args.lr:g}, grad clip {args.grad_clip:g}, base {upsample_label(args.base)}, lq by "
+        f"{degrade_label(args.downscale)} downscale, seed {args.seed}"
+        + (", rotations" if args.rotate else ""),
     ]
     print("\n".join(header), flush=True)
     train_src, val_src = split_by_image(find_images(args.train), args.val_fraction, args.seed)
@@ -229,7 +236,7 @@ def main() -> None:
 
     lpips = ["lpips"] if metrics.lpips_status()[0] else []
     columns = ["set", "scale", "model", "params", "samples/s", "steps", "ImageNet", "psnr_y",
-               "ssim_y", "detail", *lpips, "Δ bicubic", "Δ best peer"]  # fmt: skip
+               "ssim_y", "detail", *lpips, f"Δ {BASELINE}", "Δ best peer"]  # fmt: skip
     table = metrics.format_table(table_rows(results, args.bench), columns)
     notes = (
         "PSNR/SSIM on Y (BT.601) with `scale` border px cropped, on the benchmark's LR files; x4 = "

@@ -1,7 +1,18 @@
-"""Command line: `python -m srlib upscale ...` and `python -m srlib info CKPT`.
+"""Command line: `python -m srlib upscale|info|export ...`.
 
 python -m srlib upscale photos/ extra.jpg "scans/*.tif" -o out/ --scale 4
+python -m srlib upscale photos/ -o out/ --outscale 3 --ext auto --precision bf16
 python -m srlib info checkpoints/resnet_unet_x2.pt
+python -m srlib export runs/unet/best.pt unet_small.pt
+
+Folders are read recursively (hidden files and folders left out) and their tree is mirrored in
+the output folder: photos/a/p.jpg -> out/a/p_x2.png; a glob mirrors the tree below its first
+wildcard, a file named directly goes to out/ itself. Files in the output folder whose name ends
+like an output's (p_x2.png) are taken for outputs of an earlier run and skipped, so rerunning
+with -o equal to the input folder upscales nothing twice. `ok:` lines and the summary go to
+stdout; `error:`, `skip:` and `warning:` lines to stderr. Exit code: 0 when every file was
+written or skipped, 1 when some file failed, 2 when nothing was tried (bad option, checkpoint,
+device or output folder).
 """
 
 from __future__ import annotations
@@ -9,14 +20,54 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 DEFAULT_CHECKPOINT = "checkpoints/unet_x2.pt"  # best and fastest shipped x2 (README)
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The names this CLI writes: photo_x2.png, photo_x4.jpg, photo_x1.5.png (--outscale 1.5).
+OUTPUT_STEM = re.compile(r"_x\d+(\.\d+)?$")
+# --ext auto: an input's suffix -> the format it is saved in (anything else is saved as PNG).
+SUFFIX_FORMATS = {
+    ".png": "png",
+    ".jpg": "jpg",
+    ".jpeg": "jpg",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
+
+
+class CliError(Exception):
+    """A problem that stops a command before any file is tried: one stderr line, exit code 2."""
+
+
+def _one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for errors from torch/pickle with long messages."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def version() -> str:
+    """srlib's version: the installed distribution's, else srlib.__version__ (a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("srlib")
+    except PackageNotFoundError:
+        import srlib
+
+        return srlib.__version__
 
 
 def find_checkpoint(path: str | None) -> Path:
@@ -36,109 +87,274 @@ def find_checkpoint(path: str | None) -> Path:
     )
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (their files, not recursive) and globs -> (unique files, errors)."""
-    files, errors, seen = [], [], set()
+# ----------------------------------------------------------------------------------------------
+# Inputs and where their outputs go
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Files, folders and globs -> ([(file, its path below the output folder)], errors).
+
+    Folders are walked recursively and keep their tree; a glob keeps the tree below its first
+    wildcard; a file named directly keeps only its name. Each file is listed once.
+    """
+    items, errors, seen = [], [], set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file())
+            found = [(q, q.relative_to(p)) for q in _walk(p)]
         elif p.is_file():
-            found = [p]
+            found = [(p, Path(p.name))]
         elif glob.has_magic(item):
-            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+            root = Path(*_until_magic(p.parts))
+            hits = sorted(Path(q) for q in glob.glob(item, recursive=True))
+            found = [(q, _below(q, root)) for q in hits if q.is_file()]
             if not found:
                 errors.append(f"{item}: no file matches this pattern")
         else:
             errors.append(f"{item}: no such file or folder")
             found = []
-        for q in found:
+        for q, rel in found:
             key = q.resolve()
             if key not in seen:
                 seen.add(key)
-                files.append(q)
-    return files, errors
+                items.append((q, rel))
+    return items, errors
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The files under `folder`, recursively and sorted, without hidden files and folders."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, .ipynb_checkpoints
+        files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
+    return [f for f in files if f.is_file()]
+
+
+def _until_magic(parts: Sequence[str]) -> list[str]:
+    out = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        out.append(part)
+    return out
+
+
+def _below(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return Path(path.name)
+
+
+def output_path(rel: Path, out_dir: Path, tag: str, ext: str) -> tuple[Path, str]:
+    """(output file, format) for an input at `rel` below its root: out_dir/rel/stem_x{tag}.ext.
+
+    `ext` auto keeps the input's suffix and format (png/jpg/webp/tiff; anything else -> png).
+    """
+    if ext == "auto":
+        fmt = SUFFIX_FORMATS.get(rel.suffix.lower())
+        suffix = rel.suffix if fmt else ".png"
+        fmt = fmt or "png"
+    else:
+        fmt, suffix = ext, f".{ext}"
+    return out_dir / rel.parent / f"{rel.stem}_x{tag}{suffix}", fmt
+
+
+@dataclass
+class Job:
+    """One image to upscale: input, output file and output format."""
+
+    src: Path
+    dst: Path
+    fmt: str
+
+
+def plan_outputs(
+    items: Sequence[tuple[Path, Path]], out_dir: Path, factor: float, ext: str, overwrite: bool
+) -> tuple[list[Job], list[str], list[str]]:
+    """Decide what to do with each input; returns (jobs, skip messages, error messages).
+
+    Linear in the number of inputs: every input and every output path is stat-ed once and
+    looked up by file identity (device, inode), which also catches hard links and
+    case-insensitive file systems (a pairwise os.path.samefile was 3.6 s for 1,000 files).
+    """
+    tag = f"{factor:g}"
+    out_root = out_dir.resolve()
+    identity = {}  # (st_dev, st_ino) -> input
+    for src, _ in items:
+        key = _file_id(src)
+        if key is not None:
+            identity[key] = src
+    # Files in the output folder named like outputs: most likely written by an earlier run.
+    earlier = {
+        src
+        for src, _ in items
+        if OUTPUT_STEM.search(src.stem) and src.resolve().is_relative_to(out_root)
+    }
+    jobs, skips, errors, planned = [], [], [], {}
+    for src, rel in items:
+        if src in earlier:
+            suffix = OUTPUT_STEM.search(src.stem).group()
+            skips.append(
+                f"{src}: an earlier run's output (in the output folder, name ends in {suffix}); "
+                "not upscaled again"
+            )
+            continue
+        dst, fmt = output_path(rel, out_dir, tag, ext)
+        dst_id = _file_id(dst)  # None: dst does not exist
+        hit = identity.get(dst_id) if dst_id is not None else None
+        # An input at dst is only fair game if it is this very input's earlier output.
+        if hit is not None and not (hit in earlier and _is_output_of(dst, src, factor)):
+            errors.append(f"{src}: output {dst} would overwrite an input; choose another -o")
+            continue
+        key = out_root / dst.relative_to(out_dir)
+        if key in planned:
+            errors.append(f"{src}: output {dst} is also the output of {planned[key]}; rename one")
+            continue
+        planned[key] = src
+        if dst_id is not None and not overwrite:
+            skips.append(f"{src}: {dst} exists (pass --overwrite to replace it)")
+            continue
+        jobs.append(Job(src, dst, fmt))
+    return jobs, skips, errors
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, None if there is none (what samefile compares)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_output_of(candidate: Path, src: Path, factor: float) -> bool:
+    """True when `candidate` has the size of `src` upscaled by `factor` (either orientation).
+
+    Reads image headers only. Tells an earlier run's output (fine to replace with --overwrite)
+    from a user's own file that merely has an output's name (never touched).
+    """
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                w, h = round(im.width * factor), round(im.height * factor)
+            if limit is not None and w * h > limit:
+                Image.MAX_IMAGE_PIXELS = w * h  # raised explicitly (header read), never disabled
+            with Image.open(candidate) as im:
+                return im.size in ((w, h), (h, w))  # (h, w): EXIF-rotated input
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False  # unreadable: treat it as a user's file
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     """Upscale every input image; returns the exit code (1 if any file failed)."""
     import torch
 
-    from srlib.data import ImageLoadError
-    from srlib.infer import NotAnImageError, num_passes, open_image, save_image, upscale_image
+    from srlib.infer import (
+        NotAnImageError,
+        _autocast,
+        num_passes,
+        open_image,
+        save_image,
+        upscale_image,
+    )
     from srlib.train import load_model, pick_device
 
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"-o {out_dir} is a file; -o takes the output folder")
     try:
         ckpt_path = find_checkpoint(args.checkpoint)
     except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise CliError(str(e)) from e
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+        torch.empty(1, device=device)  # "cuda" without a GPU, "cuda:7" on a 1-GPU machine
+    except Exception as e:  # RuntimeError, AssertionError (torch not compiled with CUDA), ...
+        raise CliError(f"--device {args.device}: {_one_line(e)}") from e
+    try:
+        _autocast(device, args.precision)
+    except ValueError as e:
+        raise CliError(f"--precision {args.precision}: {e}") from e
     try:
         model, _ = load_model(ckpt_path, device=str(device))
     except Exception as e:  # corrupt file, not a checkpoint, unknown architecture
-        print(
-            f"error: cannot load checkpoint {ckpt_path}: {type(e).__name__}: {e}", file=sys.stderr
-        )
-        return 2
-    scale = args.scale or model.scale
-    try:
-        num_passes(model, scale)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise CliError(f"cannot load checkpoint {ckpt_path}: {_one_line(e)}") from e
+    if args.outscale is not None:
+        if not 1 < args.outscale < 1e4:  # also refuses nan and inf
+            raise CliError(f"--outscale must be > 1 and < 10000, got {args.outscale:g}")
+        factor = args.outscale
+        passes = 1
+        while model.scale**passes < factor - 1e-9:
+            passes += 1
+        factor = int(factor) if factor == int(factor) else factor
+    else:
+        factor = args.scale or model.scale
+        try:
+            passes = num_passes(model, factor)
+        except ValueError as e:
+            raise CliError(f"{e}; --outscale {factor} resizes to any size") from e
+    model_factor = model.scale**passes
 
-    files, errors = expand_inputs(args.inputs)
-    for e in errors:
+    items, input_errors = expand_inputs(args.inputs)
+    for e in input_errors:
         print(f"error: {e}", file=sys.stderr)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = {f.resolve() for f in files}
-    written, skipped, failed, planned = 0, 0, len(errors), {}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create output folder {out_dir}: {_one_line(e)}") from e
+    jobs, skips, errors = plan_outputs(items, out_dir, factor, args.ext, args.overwrite)
+    resize = f", x{model_factor} then resized" if model_factor != factor else ""
     print(
-        f"{len(files)} input file(s), model {model.config['arch']} x{model.scale}, "
-        f"scale x{scale}, device {device}, checkpoint {ckpt_path}"
+        f"{len(items)} input file(s), model {model.config['arch']} x{model.scale}, "
+        f"scale x{factor:g}{resize}, device {device}, precision {args.precision}, "
+        f"checkpoint {ckpt_path}"
     )
-    for f in files:
-        dst = out_dir / f"{f.stem}_x{scale}.{args.format}"
-        key = dst.resolve()
-        if key in inputs or (dst.exists() and any(_same(dst, i) for i in inputs)):
-            print(f"error: {f}: output {dst} would overwrite an input; choose another -o")
-            failed += 1
-            continue
-        if key in planned:
-            print(f"error: {f}: output {dst} is also the output of {planned[key]}; rename one")
-            failed += 1
-            continue
-        planned[key] = f
-        if dst.exists() and not args.overwrite:
-            print(f"skip: {f}: {dst} exists (pass --overwrite to replace it)")
-            skipped += 1
-            continue
+    for line in skips:
+        print(f"skip: {line}", file=sys.stderr)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    written, skipped, failed = 0, len(skips), len(input_errors) + len(errors)
+    for job in jobs:
+        f, dst = job.src, job.dst
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 img = open_image(f, max_pixels=args.max_pixels)
             for w in caught:
-                print(f"warning: {w.message}")
-            sr = upscale_image(model, img, scale, args.tile, args.overlap, progress=not args.quiet)
-            note = save_image(sr, dst, args.format)
+                print(f"warning: {w.message}", file=sys.stderr)
+            sr = upscale_image(
+                model,
+                img,
+                model_factor,
+                args.tile,
+                args.overlap,
+                progress=not args.quiet,
+                precision=args.precision,
+            )
+            if model_factor != factor:
+                sr = _resize(sr, (round(img.width * factor), round(img.height * factor)))
+            dst.parent.mkdir(parents=True, exist_ok=True)  # a mirrored subfolder
+            note = save_image(sr, dst, job.fmt)
         except NotAnImageError:
-            print(f"skip: {f}: not an image")
+            print(f"skip: {f}: not an image", file=sys.stderr)
             skipped += 1
             continue
-        except (
-            ImageLoadError,
-            ValueError,
-            OSError,
-            RuntimeError,
-            MemoryError,
-            FloatingPointError,
-        ) as e:
-            print(f"error: {f}: {e}")
+        except (ValueError, OSError, RuntimeError, MemoryError, FloatingPointError) as e:
+            print(f"error: {f}: {e}", file=sys.stderr)  # ImageLoadError is a ValueError
             failed += 1
             continue
         extra = f" ({note})" if note else ""
@@ -151,12 +367,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _same(a: Path, b: Path) -> bool:
-    """True when two existing paths are the same file (hard links, case-insensitive FS)."""
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Lanczos resize (PIL image) to the --outscale size, keeping 16 bits and the metadata."""
+    import numpy as np
+    from PIL import Image
+
     try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+        out = img.resize(size, Image.LANCZOS)
+    except ValueError:  # older Pillow cannot resample I;16: go through 32-bit float
+        big = np.asarray(Image.fromarray(np.asarray(img, np.float32)).resize(size, Image.LANCZOS))
+        out = Image.fromarray(np.clip(np.round(big), 0, 65535).astype(np.uint16))
+    out.info.update(img.info)  # ICC, EXIF, DPI (resize keeps them, fromarray does not)
+    return out
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -166,11 +388,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     path = Path(args.checkpoint)
     if not path.is_file():
-        print(f"error: checkpoint not found: {path}", file=sys.stderr)
-        return 2
-    ckpt = load_checkpoint(path)
-    model = build_model(ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
+        raise CliError(f"checkpoint not found: {path}")
+    try:
+        ckpt = load_checkpoint(path)
+        model = build_model(ckpt["model_config"])
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:  # truncated, not a torch file, not an srlib checkpoint
+        raise CliError(
+            f"cannot read checkpoint {path} (corrupt, truncated or not an srlib checkpoint): "
+            f"{_one_line(e)}"
+        ) from e
     bad = nonfinite_tensors(ckpt["model"])
     if bad:
         print(f"WARNING: {len(bad)} weight tensors hold NaN/inf (a diverged run): {bad[:3]}")
@@ -179,6 +406,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"checkpoint:   {path} ({path.stat().st_size / 1e6:.2f} MB, tensors {', '.join(dtypes)})")
     print(f"architecture: {cfg['arch']}")
     print(f"scale:        x{model.scale} (stride {model.stride})")
+    print(f"base upscale: {model.base_label}")  # torch's kernel, not MATLAB's (srlib.resize)
     print(f"parameters:   {model.num_params(True):,} trainable, {model.num_params(False):,} total")
     print(f"model config: {_fmt(cfg)}")
     print(f"step:         {ckpt.get('step')}")
@@ -209,16 +437,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a small fp16 inference checkpoint from a training checkpoint."""
     from srlib.infer import export_checkpoint
 
-    size = export_checkpoint(args.src, args.dst, half=not args.fp32)
-    print(f"wrote {args.dst} ({size / 1e6:.2f} MB)")
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.is_file():
+        raise CliError(f"checkpoint not found: {src}")
+    if dst.exists() and _file_id(dst) == _file_id(src):
+        raise CliError(f"{dst} is the source checkpoint; export to another file")
+    try:
+        size = export_checkpoint(src, dst, half=not args.fp32)
+    except Exception as e:  # corrupt source, unwritable destination
+        raise CliError(f"cannot export {src} to {dst}: {_one_line(e)}") from e
+    print(f"wrote {dst} ({size / 1e6:.2f} MB)")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for `python -m srlib`."""
-    from srlib.infer import DEFAULT_MAX_PIXELS, DEFAULT_TILE, FORMATS
+    from srlib.infer import DEFAULT_MAX_PIXELS, DEFAULT_TILE, FORMATS, PRECISIONS
 
     parser = argparse.ArgumentParser(prog="python -m srlib", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"srlib {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("upscale", help="upscale images (files, folders, globs)")
@@ -227,7 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--checkpoint", default=None, help=f"model checkpoint (default {DEFAULT_CHECKPOINT})"
     )
-    up.add_argument("--scale", type=int, default=None, help="2, 4, ... (default: the model's)")
+    size = up.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=int, default=None, help="2, 4, ... (default: the model's)")
+    size.add_argument(
+        "--outscale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="any final scale, e.g. 3 or 1.5: enough model passes to reach it, then a Lanczos "
+        "downscale",
+    )
     up.add_argument(
         "--tile", type=int, default=DEFAULT_TILE, help="LR tile side (default %(default)s)"
     )
@@ -238,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="LR context pixels around each tile (default: the model's receptive field)",
     )
     up.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    up.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (where the device has it)",
+    )
     up.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     up.add_argument(
         "--max-pixels",
@@ -245,7 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help="refuse inputs with more pixels (decompression-bomb guard; default %(default)s)",
     )
-    up.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format")
+    up.add_argument(
+        "--ext",
+        "--format",
+        dest="ext",
+        choices=["auto", *sorted(FORMATS)],
+        default="png",
+        help="output format; auto keeps each input's (png/jpg/webp/tiff, else png); "
+        "default %(default)s",
+    )
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     up.set_defaults(func=cmd_upscale)
@@ -263,9 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Entry point; returns the process exit code (argparse's too: 0 for --help, 2 for usage)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: argparse has printed them
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from srlib import __version__
+from srlib.io import atomic_write
 
 try:
     import fcntl
@@ -96,6 +97,7 @@ _EXT_FORMAT |= {".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
 _MIME_FORMAT = {"image/jpeg": "jpeg", "image/png": "png", "image/gif": "gif"}
 _MIME_FORMAT |= {"image/webp": "webp", "image/tiff": "tiff"}
 _PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP", "tiff": "TIFF"}
+_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}  # what people type for --formats
 
 
 class CommonsError(RuntimeError):
@@ -128,7 +130,7 @@ class Summary:
     downloaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already present and verified
     filtered: list[str] = field(default_factory=list)  # format not allowed, never fetched
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # incl. refused: over a limit
     nbytes: int = 0  # bytes received in this run
     failures_path: Path | None = None
 
@@ -426,13 +428,10 @@ def _tsv_row(item: Item) -> str:
 def write_list(items: Iterable[Item], path: str | os.PathLike) -> Path:
     """Write items as our TSV (header + one row per file), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("\t".join(COLUMNS) + "\n")
         for item in items:
             f.write(_tsv_row(item) + "\n")
-    os.replace(tmp, path)
     return path
 
 
@@ -688,10 +687,12 @@ def _verify(path: Path, item: Item, ctx: _Ctx) -> _Fail | None:
     size = _size(path)
     if size == 0:
         return _Fail("empty file")
-    if size > ctx.max_bytes:
-        return _Fail(f"{size} bytes is over --max-bytes {ctx.max_bytes}", permanent=True)
+    # Size against the list first: a wrong file is fetched again, and only a file that may be
+    # the listed one gets the permanent "over the limit" (which keeps an existing file, _fetch).
     if item.size is not None and size != item.size:
         return _Fail(f"size {size} bytes, the list says {item.size}")
+    if size > ctx.max_bytes:
+        return _Fail(f"{size} bytes is over --max-bytes {ctx.max_bytes}", permanent=True)
     with open(path, "rb") as f:
         head = f.read(16)
     if _looks_like_page(head):
@@ -733,6 +734,17 @@ def _content_range_start(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _content_length(value: str | None) -> int | None:
+    """Body length from a Content-Length header (None if absent); a malformed one raises _Fail."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"\s*\d+\s*", value):
+        # http.client quietly ignores it; we treat it like the server's other broken answers
+        # (an HTML page, a wrong resume offset): retried, and reported by name if it persists.
+        raise _Fail(f"malformed Content-Length header {value!r}")
+    return int(value)
+
+
 def _transfer(item: Item, partial: Path, ctx: _Ctx) -> None:
     """One GET of item.url into `partial`, continuing it with a Range request when it exists."""
     have = _size(partial)
@@ -752,7 +764,7 @@ def _transfer(item: Item, partial: Path, ctx: _Ctx) -> None:
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype.startswith("text/") or ctype in ("application/json", "application/xhtml+xml"):
             raise _Fail(f"got a {ctype} page instead of an image (HTTP {resp.status})")
-        length = _int(resp.headers.get("Content-Length"))
+        length = _content_length(resp.headers.get("Content-Length"))
         if resp.status == 206:
             start = _content_range_start(resp.headers.get("Content-Range"))
             if start != have:
@@ -803,6 +815,10 @@ def _fetch(item: Item, final: Path, ctx: _Ctx) -> str:
         problem = _verify(final, item, ctx)
         if problem is None:
             return "skipped"
+        if problem.permanent:
+            # Over this run's --max-bytes / --max-pixels (stricter than the run that fetched it,
+            # with a list that does not give size or dimensions): refuse it, but delete nothing.
+            raise _Fail(f"{problem.reason} (existing file kept)", permanent=True)
         # Only verified files may keep a final name. As the partial, a file cut short by an
         # earlier tool (the seed's wget loop) is resumed; anything else fails verification.
         _log(f"{final.name}: existing file fails verification ({problem.reason}); fetching again")
@@ -878,10 +894,8 @@ def _write_failures(path: Path, failed: list[Item]) -> Path | None:
     header = next((item.header for item in failed if item.header), "")
     if not header and any(not item.line for item in failed):
         header = "\t".join(COLUMNS)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("".join(line + "\n" for line in ([header] if header else []) + lines))
-    os.replace(tmp, path)
     return path
 
 
@@ -940,6 +954,35 @@ def _plan(
     return jobs
 
 
+def _check_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """Format names as `_sniff` gives them (jpg -> jpeg, tif -> tiff); unknown ones raise."""
+    if isinstance(formats, str):
+        formats = formats.split(",")  # "jpeg,png", as on the command line
+    names = [name.strip().lower() for name in formats if name.strip()]
+    unknown = [name for name in names if _FORMAT_ALIASES.get(name, name) not in _PIL_FORMAT]
+    if unknown or not names:
+        valid = f"valid: {', '.join(_PIL_FORMAT)} (or {', '.join(_FORMAT_ALIASES)})"
+        what = f"unknown image format {', '.join(map(repr, unknown))}" if unknown else "no format"
+        raise ValueError(f"{what}; {valid}")
+    return tuple(dict.fromkeys(_FORMAT_ALIASES.get(name, name) for name in names))
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Raise PIL's decompression-bomb limit to max_pixels while inside; never lower it."""
+    before = Image.MAX_IMAGE_PIXELS
+    if before is None or max_pixels <= before:
+        yield
+        return
+    # Explicit raise so PIL's own bomb check does not reject what the user allowed (_verify
+    # enforces max_pixels itself); it is process-wide, so it goes back on the way out.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def download(
     source: str | os.PathLike | Iterable[Item],
     out: str | os.PathLike = DEFAULT_OUT,
@@ -953,11 +996,12 @@ def download(
     max_delay: float = 60.0,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int | None = None,
-    formats: Sequence[str] = DEFAULT_FORMATS,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
     failures: str | os.PathLike | None = None,
     progress: bool | None = None,
 ) -> Summary:
     """Download a list (path or Items) into `out`, resuming and verifying; see the module doc."""
+    formats = _check_formats(formats)  # before anything is read or created
     is_path = isinstance(source, (str, os.PathLike))
     items = parse_list(source) if is_path else [dataclasses.replace(i) for i in source]
     folder = Path(out)
@@ -966,11 +1010,6 @@ def download(
     failures_path = Path(failures) if failures is not None else folder / f"failures{suffix}"
     if max_pixels is None:
         max_pixels = Image.MAX_IMAGE_PIXELS
-    elif max_pixels > Image.MAX_IMAGE_PIXELS:
-        # Explicit raise so PIL's own bomb check does not reject what the user allowed;
-        # _verify enforces max_pixels itself.
-        Image.MAX_IMAGE_PIXELS = max_pixels
-    formats = tuple(f.lower() for f in formats)
     http = _Http(contact, timeout, retries, base_delay, max_delay)
     summary = Summary()
     failed: list[Item] = []
@@ -980,7 +1019,7 @@ def download(
         failed.append(item)
 
     ctx = _Ctx(http, max_bytes, max_pixels, formats, retries, on_bytes=lambda n: None)
-    with _folder_lock(folder):
+    with _pil_pixel_limit(max_pixels), _folder_lock(folder):
         jobs = _plan(items, folder, ctx, api, summary, fail)
         known = [item.size for item, _ in jobs]
         files_bar = tqdm(total=len(jobs), unit="file", desc="files", disable=_no_bars(progress))
@@ -1042,6 +1081,13 @@ def download(
 # ------------------------------------------------------------------------------------- CLI
 
 
+def _formats_arg(text: str) -> tuple[str, ...]:
+    try:
+        return _check_formats(text)
+    except ValueError as e:  # argparse shows it with the usage line and exits with status 2
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m srlib.commons", description=__doc__.split("\n\n")[0]
@@ -1088,8 +1134,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--formats",
+        type=_formats_arg,
         default=",".join(DEFAULT_FORMATS),
-        help="allowed formats, comma-separated (jpeg,png,gif,webp,tiff)",
+        help="allowed formats, comma-separated (jpeg,png,gif,webp,tiff; jpg and tif work too)",
     )
     p.add_argument(
         "--failures", type=Path, default=None, help="failure list [OUT/failures.<list ext>]"
@@ -1132,7 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_delay=args.max_delay,
             max_bytes=args.max_bytes,
             max_pixels=args.max_pixels,
-            formats=[f.strip() for f in args.formats.split(",") if f.strip()],
+            formats=args.formats,
             failures=args.failures,
             progress=progress,
         )

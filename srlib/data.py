@@ -23,91 +23,45 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+# Decoding, scanning and writing live in srlib.io; re-exported here for existing callers.
+from srlib.io import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from srlib.io import ImageLoadError as ImageLoadError
+from srlib.io import (
+    LostPrecisionWarning,
+    atomic_write,
+    fit_size,
+    image_size,
+    open_image,
+    save_image,
+    to_rgb_array,
+)
+from srlib.io import find_images as find_images
+from srlib.resize import degrade as degrade  # lq for training: see srlib.resize
+
 Source = str | os.PathLike | tuple[str, np.ndarray]  # image file, cached .npy, or (name, array)
-
-
-class ImageLoadError(ValueError):
-    """An image file that cannot be decoded; the message names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(f"cannot load image {path}: {reason}")
-        self.path, self.reason = Path(path), reason
 
 
 # ----------------------------------------------------------------------------- loading
 
 
 def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
-    """Decode any PIL-readable image to an upright (H, W, 3) uint8 RGB array (maybe read-only).
+    """Decode any image file to an upright (H, W, 3) uint8 RGB array (maybe read-only).
 
-    EXIF orientation is applied; 16-bit data is rescaled (not clipped) to 8 bit; transparent
-    pixels are composited on white (so a logo on a transparent background stays readable).
+    `srlib.io.open_image` decodes (EXIF orientation, 16-bit scaled by 65535, float TIFF as
+    [0, 1]) and `to_rgb_array` converts (gray repeated, transparency composited on white).
     With max_side, the longest side is shrunk to at most max_side (JPEGs decode at reduced
     size via draft mode, which is several times faster for big photos).
     """
-    try:
-        with Image.open(path) as im:
-            if max_side and max(im.size) > max_side:
-                im.draft("RGB", _fit(im.size, max_side))  # no-op for non-JPEG formats
-            im.load()  # decode now, so a truncated file fails here and not later
-            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a 24 MP photo
-            rgb = _to_rgb(im)
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(
-            path,
-            f"{e} If you trust this file, raise the limit explicitly, e.g. "
-            "`PIL.Image.MAX_IMAGE_PIXELS = 300_000_000` (never set it to None).",
-        ) from e
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
-        raise ImageLoadError(path, f"{type(e).__name__}: {e}") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LostPrecisionWarning)  # 8-bit is all we keep anyway
+        rgb = to_rgb_array(open_image(path, draft_side=max_side))
     if max_side and max(rgb.shape[:2]) > max_side:
-        w, h = _fit((rgb.shape[1], rgb.shape[0]), max_side)
+        w, h = fit_size((rgb.shape[1], rgb.shape[0]), max_side)
         rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
     return rgb
-
-
-def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """(w, h) scaled so the longest side is exactly max_side (never upscaled)."""
-    w, h = size
-    f = min(1.0, max_side / max(w, h))
-    return max(1, round(w * f)), max(1, round(h * f))
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 3) uint8."""
-    if im.mode.startswith("I") or im.mode == "F":
-        # I;16* and I (16-bit PNG/TIFF): PIL's convert("L") would clip at 255, so rescale
-        # by the bit depth instead; F (float TIFF) is taken as [0, 1] unless it exceeds it.
-        a = np.asarray(im).astype(np.float64)
-        peak = 1.0 if im.mode == "F" else 65535.0
-        peak = max(peak, float(a.max(initial=0.0)))
-        gray = np.round(np.clip(a, 0, None) * (255.0 / peak)).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")  # P/L/RGB with a transparency key become RGBA too
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    if im.mode != "RGB":  # L, 1, P, CMYK, YCbCr, ...; 16-bit RGB PNGs open as 8-bit RGB
-        im = im.convert("RGB")
-    return np.asarray(im)
-
-
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """All image files below folder (recursive, by extension, no hidden paths), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotADirectoryError(f"image folder not found: {folder}")
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-    )
 
 
 @functools.cache
@@ -148,19 +102,6 @@ def embedded_photos() -> list[tuple[str, np.ndarray]]:
 
 
 # ----------------------------------------------------------------------------- pairs
-
-
-def degrade(gt: torch.Tensor, scale: int, method: str = "bilinear") -> torch.Tensor:
-    """Antialiased downscale by scale: (3, H, W) or (B, 3, H, W) -> (..., H/scale, W/scale)."""
-    if method not in ("bilinear", "bicubic"):
-        raise ValueError(f"method must be 'bilinear' or 'bicubic', got {method!r}")
-    h, w = gt.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"image size {h}x{w} is not divisible by scale {scale}")
-    x = gt if gt.dim() == 4 else gt[None]  # (B, 3, H, W)
-    lq = F.interpolate(x, size=(h // scale, w // scale), mode=method, antialias=True)
-    lq = lq.clamp_(0, 1)  # bicubic overshoots at edges
-    return lq if gt.dim() == 4 else lq[0]
 
 
 def _read(ref: Path | np.ndarray) -> np.ndarray:
@@ -305,11 +246,7 @@ def _probe(ref: Path | np.ndarray, verify: bool) -> tuple[int, int, Path | np.nd
     if ref.suffix == ".npy" or verify:
         h, w = _read(ref).shape[:2]
         return h, w, ref
-    try:
-        with Image.open(ref) as im:  # header only: cheap, catches non-images
-            w, h = im.size
-    except Exception as e:
-        raise ImageLoadError(ref, f"{type(e).__name__}: {e}") from e
+    w, h = image_size(ref)  # header only: cheap, catches non-images
     return h, w, ref
 
 
@@ -368,7 +305,7 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
     for src, name in zip(sources, names, strict=True):
         img = _read(src[1] if isinstance(src, tuple) else Path(src))
         img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-        Image.fromarray(np.asarray(img)).save(folder / f"{name}.png")
+        save_image(Image.fromarray(np.asarray(img)), folder / f"{name}.png")
     return folder
 
 
@@ -431,8 +368,8 @@ def _is_fresh(src: Path, dst: Path, max_side: int) -> bool:
         long = max(np.load(dst, mmap_mode="r").shape[:2])
         if long == max_side:  # shrunk to exactly max_side
             return True
-        with Image.open(src) as im:  # otherwise it must be the original, unshrunk size
-            return long < max_side and long == max(im.size)
+        # otherwise it must be the original, unshrunk size
+        return long < max_side and long == max(image_size(src))
     except Exception:
         return False
 
@@ -443,14 +380,8 @@ def _cache_one(src: Path, dst: Path, max_side: int) -> str | None:
         rgb = load_image(src, max_side=max_side)
     except ImageLoadError as e:
         return e.reason
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # np.save(path) would append ".npy" to the temp name
-            np.save(f, rgb)
-        os.replace(tmp, dst)  # readers never see a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(dst) as f:  # readers never see a half-written file
+        np.save(f, rgb)  # to the file object: np.save(path) would append ".npy" to a name
     return None
 
 

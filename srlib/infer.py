@@ -16,10 +16,11 @@ Memory is set by the tile, not the image: one tile at a time goes through the mo
 is written into a preallocated uint8/uint16 array (float32 only for `upscale_tensor` and
 for the intermediate image of a multi-pass x4).
 
-Image modes: RGB as is; L/1 and 16-bit grayscale (I;16) are replicated to 3 identical
-channels, upscaled, and averaged back to one channel (no tint); alpha (RGBA/LA/PA/P with
-transparency) is upscaled separately with PIL bicubic and reattached; P/CMYK/YCbCr/... are
-converted to RGB(A). 16-bit data stays 16-bit (float inside, never quantised to 8 bit).
+Image modes: RGB as is; L/1, 16-bit (I;16) and float (F) grayscale are replicated to 3
+identical channels, upscaled, and averaged back to one channel (no tint); alpha (RGBA/LA/PA,
+and a transparent colour key of P/RGB/L) is upscaled separately with PIL bicubic and
+reattached; P/CMYK/YCbCr/... are converted to RGB(A). 16-bit data stays 16-bit and float
+stays float (float inside, never quantised to 8 bit). Files are read and written by srlib.io.
 """
 
 from __future__ import annotations
@@ -28,18 +29,20 @@ import contextlib
 import copy
 import math
 import os
-import struct
-import tempfile
 import warnings
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from srlib.data import ImageLoadError
+# Image files are read and written by srlib.io; re-exported here for existing callers.
+from srlib.io import FORMATS as FORMATS
+from srlib.io import ImageLoadError as ImageLoadError
+from srlib.io import NotAnImageError as NotAnImageError
+from srlib.io import open_image as open_image
+from srlib.io import save_image as save_image
 from srlib.models import Upscaler, build_model
 from srlib.train import load_checkpoint, save_checkpoint
 
@@ -48,11 +51,6 @@ from srlib.train import load_checkpoint, save_checkpoint
 # ~5% faster for ~0.3 GB more. See benchmarks/infer.py --sweep and README.
 DEFAULT_TILE = 512
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's own bomb limit (~89.5 MP) unless raised
-FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
-
-
-class NotAnImageError(ImageLoadError):
-    """A file PIL does not recognise as an image at all (the CLI skips these)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,12 +160,36 @@ def num_passes(model: Upscaler, scale: int | None) -> int:
 # The tiled forward pass
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """CUDA: bf16 autocast (fp16 where bf16 is unsupported); CPU and MPS: plain float32."""
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()  # MPS autocast support varies by torch version
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The forward pass's autocast for `precision` (one of PRECISIONS) on `device`.
+
+    auto: CUDA bf16 (fp16 where bf16 is unsupported), CPU and MPS plain float32 (MPS autocast
+    support varies by torch version). bf16/fp16 where torch cannot do them: ValueError.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bf16; use --precision fp16 or fp32")
+    # Unsupported device/dtype pairs only warn and silently run in float32: make that an error.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ctx = torch.autocast(device.type, dtype=dtype)
+        except RuntimeError as e:
+            raise ValueError(f"{precision} is not supported on {device.type}: {e}") from e
+    if any("autocast" in str(w.message).lower() for w in caught):
+        raise ValueError(
+            f"{precision} is not supported on {device.type} by torch {torch.__version__}"
+        )
+    return ctx
 
 
 def _peak(dtype: torch.dtype) -> float:
@@ -184,6 +206,7 @@ def _tiled_pass(
     overlap: int,
     device: torch.device,
     tick: Callable[[], None],
+    precision: str = "auto",
 ) -> None:
     """One model pass: src (C, h, w) -> out (C, h*s, w*s), C in {1, 3}, any image dtypes.
 
@@ -200,7 +223,7 @@ def _tiled_pass(
             lq = src[:, iy0:iy1, ix0:ix1].to(device=device, dtype=torch.float32) / src_peak
             lq = lq.expand(3, -1, -1) if c == 1 else lq  # (3, th, tw)
             lq = lq[None].contiguous(memory_format=torch.channels_last)  # (1, 3, th, tw)
-            with _autocast(device):
+            with _autocast(device, precision):
                 sr = model(lq)[0]  # (3, th*s, tw*s)
             sr = sr[:, (y0 - iy0) * s : (y1 - iy0) * s, (x0 - ix0) * s : (x1 - ix0) * s]
             if not torch.isfinite(sr).all():  # clamp would turn NaN into a black image
@@ -227,6 +250,7 @@ def _upscale_planes(
     progress: bool,
     device: str | torch.device | None,
     hwc: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """src (C, h, w) of uint8/uint16/float in [0, 1] -> (C, H, W) of out_dtype, C in {1, 3}.
 
@@ -262,7 +286,7 @@ def _upscale_planes(
                 out = torch.empty(H, W, c, dtype=dtype).permute(2, 0, 1)  # (C, H, W) view
             else:
                 out = torch.empty(c, H, W, dtype=dtype)
-            _tiled_pass(model, src, out, tile, overlap, dev, bar.update)
+            _tiled_pass(model, src, out, tile, overlap, dev, bar.update, precision)
             src = out
     finally:
         model.train(was_training).to(memory_format=torch.contiguous_format)
@@ -278,20 +302,27 @@ def upscale_tensor(
     overlap: int | None = None,
     progress: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Tiled upscale of float `lq` (3, h, w) or (B, 3, h, w) in [0, 1]; float32 on CPU, clamped.
 
     `scale` (default model.scale) must be a power of model.scale: x4 with an x2 model runs two
     passes, clamping to [0, 1] in between. `overlap` (LR px, default auto) must cover the
     receptive field for the result to equal `model(lq)`; `device` moves the model there.
+    `precision`: auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 autocast (see `_autocast`).
     """
     if lq.ndim == 3:
-        return upscale_tensor(model, lq[None], scale, tile, overlap, progress, device)[0]
+        return upscale_tensor(
+            model, lq[None], scale, tile, overlap, progress, device, precision=precision
+        )[0]
     if lq.ndim != 4 or lq.shape[1] != 3:
         raise ValueError(f"expected (3, h, w) or (B, 3, h, w), got shape {tuple(lq.shape)}")
     lq = lq.detach().cpu()
     outs = [
-        _upscale_planes(model, x, torch.float32, scale, tile, overlap, progress, device) for x in lq
+        _upscale_planes(
+            model, x, torch.float32, scale, tile, overlap, progress, device, precision=precision
+        )
+        for x in lq
     ]
     return torch.stack(outs)
 
@@ -304,6 +335,7 @@ def upscale_array(
     overlap: int | None = None,
     progress: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Tiled upscale of an (h, w), (h, w, 3) or (h, w, 4) array; same layout and dtype out.
 
@@ -324,7 +356,9 @@ def upscale_array(
         planes = torch.from_numpy(np.ascontiguousarray(color))
     planes = planes[None] if planes.ndim == 2 else planes.permute(2, 0, 1)  # (C, h, w) view
     out_dtype = planes.dtype
-    sr = _upscale_planes(model, planes, out_dtype, scale, tile, overlap, progress, device, True)
+    sr = _upscale_planes(
+        model, planes, out_dtype, scale, tile, overlap, progress, device, True, precision
+    )
     sr = sr.permute(1, 2, 0).numpy()  # (H, W, C), contiguous
     sr = sr[..., 0] if color.ndim == 2 else sr
     if alpha is None:
@@ -359,21 +393,25 @@ def upscale_image(
     overlap: int | None = None,
     progress: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "auto",
 ) -> Image.Image:
-    """Tiled upscale of a PIL image: RGB(A) -> RGB(A), L/LA/1 -> L/LA, I;16 -> I;16.
+    """Tiled upscale of a PIL image: RGB(A) -> RGB(A), L/LA/1 -> L/LA, I;16 -> I;16, F -> F.
 
-    P becomes RGB or RGBA, CMYK/YCbCr/... become RGB. The ICC profile is kept when the
-    colour space is unchanged. EXIF orientation is the caller's job (see `open_image`).
+    P becomes RGB, a colour key ("transparency": P, RGB, L) becomes alpha (RGBA/LA), as in
+    `open_image`; CMYK/YCbCr/... become RGB. F (float) is taken as [0, 1]. EXIF and DPI are
+    kept, the ICC profile when the colour space is unchanged. EXIF orientation is the
+    caller's job (`open_image` applies it).
     """
-    mode, icc = image.mode, image.info.get("icc_profile")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode == "PA" or mode == "RGBa":
+    mode, info = image.mode, image.info
+    icc, key = info.get("icc_profile"), "transparency" in info
+    if (mode in ("P", "RGB") and key) or mode in ("PA", "RGBa"):
         image = image.convert("RGBA")
-    elif mode == "La":
+    elif mode == "P":
+        image = image.convert("RGB")
+    elif mode == "La" or (mode in ("1", "L") and key):
         image = image.convert("LA")
-    elif mode == "1" or (mode == "L" and "transparency" in image.info):
-        image = image.convert("LA" if "transparency" in image.info else "L")
+    elif mode == "1":
+        image = image.convert("L")
     elif mode in _TO_RGB:
         image, icc = image.convert("RGB"), None  # a CMYK profile does not describe RGB
     if image.mode in ("RGB", "RGBA", "L", "LA"):
@@ -382,10 +420,13 @@ def upscale_image(
         arr = np.asarray(image).astype(np.uint16)  # native byte order
     elif image.mode == "I":  # 32-bit ints; PNG/TIFF 16-bit data decoded by older Pillow
         arr = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    elif image.mode == "F":  # float TIFF; open_image made sure it holds [0, 1] data
+        arr = np.asarray(image)
     else:
         raise ValueError(f"unsupported image mode {mode!r}")
-    sr = upscale_array(model, arr, scale, tile, overlap, progress, device)
-    out = Image.fromarray(sr)  # uint16 (H, W) -> I;16, (H, W, 2) uint8 -> LA, ...
+    sr = upscale_array(model, arr, scale, tile, overlap, progress, device, precision)
+    out = Image.fromarray(sr)  # uint16 (H, W) -> I;16, (H, W, 2) uint8 -> LA, float32 -> F
+    out.info.update({k: info[k] for k in ("exif", "dpi") if k in info})  # see save_image
     if icc:
         out.info["icc_profile"] = icc
     return out
@@ -399,6 +440,7 @@ def upscale(
     overlap: int | None = None,
     progress: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "auto",
 ) -> Image.Image | np.ndarray | torch.Tensor:
     """Tiled upscale of a PIL image, numpy array or tensor; returns the same kind of object."""
     if isinstance(image, Image.Image):
@@ -409,110 +451,7 @@ def upscale(
         fn = upscale_tensor
     else:
         raise TypeError(f"expected a PIL image, numpy array or tensor, got {type(image)}")
-    return fn(model, image, scale, tile, overlap, progress, device)
-
-
-# ----------------------------------------------------------------------------------------------
-# Files
-
-
-def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an image file fully, upright (EXIF orientation applied), in its own mode.
-
-    Raises NotAnImageError for files PIL cannot identify and ImageLoadError for truncated or
-    corrupt files and for images over `max_pixels` (the CLI's --max-pixels).
-    """
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        if limit is not None and max_pixels > limit:
-            Image.MAX_IMAGE_PIXELS = max_pixels  # raised explicitly, never disabled
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
-            im = Image.open(path)
-        with im:
-            if im.width * im.height > max_pixels:
-                raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} = {im.width * im.height} pixels"
-                )
-            im.load()  # decode now so a truncated file fails here
-            out = ImageOps.exif_transpose(im)
-            out.load()
-            if out is im:
-                out = im.copy()
-            if im.format == "PNG" and _png_is_16bit_rgb(path):
-                warnings.warn(
-                    f"{path}: 16-bit RGB PNG is decoded at 8 bits by Pillow; output is 8-bit",
-                    stacklevel=2,
-                )
-    except UnidentifiedImageError as e:
-        raise NotAnImageError(path, "not an image file (PIL cannot identify it)") from e
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(
-            path,
-            f"image is over the pixel limit of {max_pixels} ({e}); if you trust it, raise the "
-            "limit with --max-pixels N (or open_image(..., max_pixels=N))",
-        ) from e
-    except OSError as e:
-        if isinstance(e, FileNotFoundError | IsADirectoryError | PermissionError):
-            raise ImageLoadError(path, f"{type(e).__name__}: {e.strerror or e}") from e
-        raise ImageLoadError(path, f"truncated or corrupt image file ({e})") from e
-    except (SyntaxError, ValueError, EOFError) as e:  # other PIL decoder failures
-        raise ImageLoadError(path, f"corrupt image file ({type(e).__name__}: {e})") from e
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    return out
-
-
-def _png_is_16bit_rgb(path: str | os.PathLike) -> bool:
-    """True for PNGs whose IHDR says 16-bit RGB(A), which Pillow reduces to 8 bit."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    depth, color_type = struct.unpack(">BB", head[24:26])
-    return depth == 16 and color_type in (2, 6)
-
-
-def _for_format(img: Image.Image, fmt: str) -> tuple[Image.Image, str | None]:
-    """Convert `img` to a mode `fmt` can store; returns (image, note about what was lost)."""
-    sixteen = img.mode.startswith("I;16")
-    if fmt in ("PNG", "TIFF"):
-        return img, None
-    note = None
-    if sixteen:
-        arr = np.asarray(img).astype(np.uint32)
-        img = Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8))
-        note = f"16-bit reduced to 8-bit for {fmt}"
-    if fmt == "JPEG" and img.mode in ("RGBA", "LA"):
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        flat = Image.alpha_composite(white, img.convert("RGBA"))
-        img = flat.convert("RGB" if img.mode == "RGBA" else "L")
-        note = "alpha composited on white for JPEG"
-    if fmt == "WEBP" and img.mode in ("L", "LA"):
-        img = img.convert("RGB" if img.mode == "L" else "RGBA")
-    return img, note
-
-
-def save_image(
-    img: Image.Image, path: str | os.PathLike, fmt: str = "png", quality: int = 95
-) -> str | None:
-    """Write `img` atomically as png/jpg/webp/tiff; returns a note if the format lost data."""
-    fmt = FORMATS[fmt.lower()]
-    img, note = _for_format(img, fmt)
-    kwargs: dict = {"icc_profile": img.info["icc_profile"]} if "icc_profile" in img.info else {}
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = quality
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt, **kwargs)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)  # a killed run leaves no half-written output
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return note
+    return fn(model, image, scale, tile, overlap, progress, device, precision=precision)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ published tables:
   img_003 is gray, match the published bicubic figures);
 - `scale` pixels are cropped from every border (`crop_border`, default = scale);
 - LR inputs are made with MATLAB's imresize (bicubic, antialiased, on uint8), re-implemented
-  here; it re-creates the Set5/Set14 LR files bit for bit (benchmarks/bicubic_check.py).
+  in srlib.resize; it re-creates the Set5/Set14 LR files bit for bit
+  (benchmarks/bicubic_check.py). The baselines are labelled by implementation, e.g.
+  "bicubic (MATLAB)", because torch's bicubic (the models' base upscale) is another kernel.
 Besides: RGB PSNR (`psnr_rgb`, our own, not the paper convention), a weight-free detail ratio
 (`detail_ratio`) and LPIPS when its weights are already on disk.
 """
@@ -26,152 +28,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from srlib.io import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # re-exported: one list, srlib.io
+from srlib.io import LostPrecisionWarning, find_images, is_gray, open_image, to_tensor
+from srlib.resize import BASELINES, _round, matlab_bicubic, matlab_bilinear
+from srlib.resize import imresize as imresize  # re-exported: metrics.imresize still works
+from srlib.resize import make_lq as make_lq  # re-exported, used by evaluate
+from srlib.resize import mod_crop as mod_crop  # re-exported, used by evaluate
+
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "detail", "lpips")
 
 # --------------------------------------------------------------------------------------------
-# MATLAB-compatible imresize
+# Baselines (the resize functions live in srlib.resize; these names stay importable from here)
 
+bicubic = matlab_bicubic  # "bicubic (MATLAB)": the papers' baseline, not torch's bicubic
+bilinear = matlab_bilinear  # "bilinear (MATLAB)"
 
-def _cubic(x: Tensor) -> Tensor:
-    """Keys cubic kernel with a = -0.5, as MATLAB's imresize 'bicubic'."""
-    ax = x.abs()
-    ax2, ax3 = ax * ax, ax * ax * ax
-    near = (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
-    far = (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
-    return near + far
-
-
-def _triangle(x: Tensor) -> Tensor:
-    """Linear kernel, as MATLAB's imresize 'bilinear'."""
-    return (1 - x.abs()).clamp(min=0)
-
-
-_KERNELS = {"bicubic": (_cubic, 4.0), "bilinear": (_triangle, 2.0)}
-
-
-def _resize_matrix(
-    in_len: int, out_len: int, scale: float, method: str, antialias: bool, boundary: str
-) -> Tensor:
-    """(out_len, in_len) float64 W with out = W @ in along one axis (MATLAB's contributions)."""
-    kernel, width = _KERNELS[method]
-    if scale < 1 and antialias:
-        # Downscaling: stretch the kernel by 1/scale so it low-passes before sampling.
-        def h(x: Tensor) -> Tensor:
-            return scale * kernel(scale * x)
-
-        width = width / scale
-    else:
-        h = kernel
-    x = torch.arange(1, out_len + 1, dtype=torch.float64)  # 1-based output coords, as MATLAB
-    u = x / scale + 0.5 * (1 - 1 / scale)  # matching input coordinate
-    left = torch.floor(u - width / 2)
-    taps = math.ceil(width) + 2
-    idx = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # (out, taps)
-    weights = h(u[:, None] - idx)
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    idx = idx.long() - 1  # 0-based
-    if boundary == "replicate":
-        # MATLAB's imresize.m clamps out-of-range taps ("replicating end-points").
-        idx = idx.clamp(0, in_len - 1)
-    else:
-        # Half-sample mirror, as the common Python ports of imresize (e.g. BasicSR) do.
-        aux = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
-        idx = aux[idx % (2 * in_len)]
-    mat = torch.zeros(out_len, in_len, dtype=torch.float64)
-    mat.scatter_add_(1, idx, weights)
-    return mat
-
-
-def _round(x: Tensor) -> Tensor:
-    """Round halves up, as MATLAB's round does for x >= 0 (torch.round rounds half to even)."""
-    return torch.floor(x + 0.5)
-
-
-def imresize(
-    img: Tensor | np.ndarray,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
-    method: str = "bicubic",
-    antialias: bool = True,
-    uint8: bool = False,
-    boundary: str = "replicate",
-) -> Tensor | np.ndarray:
-    """MATLAB-compatible imresize of a channels-first float image (..., H, W); give scale or size.
-
-    Same kernels (Keys cubic a = -0.5, or linear), the kernel widened by 1/scale when
-    downscaling (antialias), the same pixel-centre mapping, separable passes in MATLAB's
-    order. boundary="replicate" is what MATLAB's imresize.m does (it clamps out-of-range
-    taps); "symmetric" mirrors them like the usual Python ports (BasicSR) and differs from
-    MATLAB in the outermost pixels only. uint8=True reproduces MATLAB on a uint8 image: the
-    input is taken as 8-bit levels and rounded and clamped to 8 bit after each 1-D pass
-    (MATLAB keeps the uint8 class in between). With both defaults plus uint8=True this
-    re-creates the Set5/Set14 benchmark LR files bit for bit. Values are floats in [0, 1].
-    """
-    if method not in _KERNELS:
-        raise ValueError(f"method must be one of {sorted(_KERNELS)}, got {method!r}")
-    if boundary not in ("replicate", "symmetric"):
-        raise ValueError(f"boundary must be 'replicate' or 'symmetric', got {boundary!r}")
-    is_numpy = isinstance(img, np.ndarray)
-    x = torch.from_numpy(img) if is_numpy else img
-    if x.ndim < 2:
-        raise ValueError(f"expected an image (..., H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"imresize works on float images in [0, 1], got dtype {x.dtype}")
-    in_h, in_w = x.shape[-2:]
-    if in_h == 0 or in_w == 0:
-        raise ValueError(f"cannot resize an empty image of shape {tuple(x.shape)}")
-    if (scale is None) == (size is None):
-        raise ValueError("give exactly one of scale or size")
-    if scale is not None:
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
-        # MATLAB: output size is ceil(in * scale) and the exact scale is used for the mapping.
-        # round() guards against float fuzz: 30 * 0.1 is 3.0000000000000004, not 3.
-        out_h = math.ceil(round(in_h * scale, 8))
-        out_w = math.ceil(round(in_w * scale, 8))
-        scale_h = scale_w = float(scale)
-    else:
-        out_h, out_w = size
-        if out_h <= 0 or out_w <= 0:
-            raise ValueError(f"size must be positive, got {size}")
-        scale_h, scale_w = out_h / in_h, out_w / in_w
-    mat_h = _resize_matrix(in_h, out_h, scale_h, method, antialias, boundary).to(x.device)
-    mat_w = _resize_matrix(in_w, out_w, scale_w, method, antialias, boundary).to(x.device)
-    out = x.to(torch.float64)  # float64 so that results are not limited by float32 rounding
-    if uint8:
-        out = _round(out.clamp(0, 1) * 255)  # (..., H, W) 8-bit levels
-    # MATLAB resizes the dimension with the smaller scale first (rows on a tie).
-    passes = ["h", "w"] if scale_h <= scale_w else ["w", "h"]
-    for axis in passes:
-        if axis == "h":
-            out = torch.einsum("ih,...hw->...iw", mat_h, out)
-        else:
-            out = torch.einsum("...hw,jw->...hj", out, mat_w)
-        if uint8:
-            out = _round(out.clamp(0, 255))  # clamping first keeps _round's input >= 0
-    out = (out / 255 if uint8 else out).to(x.dtype)
-    return out.numpy() if is_numpy else out
-
-
-def bicubic(lq: Tensor, scale: int) -> Tensor:
-    """Baseline upscaler: MATLAB bicubic imresize of (B, 3, h, w) by `scale`, clamped to [0, 1]."""
-    return imresize(lq, scale=scale, method="bicubic").clamp(0, 1)
-
-
-def bilinear(lq: Tensor, scale: int) -> Tensor:
-    """Baseline upscaler: MATLAB bilinear imresize of (B, 3, h, w) by `scale`, clamped to [0, 1]."""
-    return imresize(lq, scale=scale, method="bilinear").clamp(0, 1)
-
-
-def mod_crop(img: Tensor, scale: int) -> Tensor:
-    """Crop (..., H, W) at the bottom/right to a multiple of `scale` (MATLAB modcrop)."""
-    h, w = img.shape[-2:]
-    return img[..., : h - h % scale, : w - w % scale]
+# evaluate()'s baseline names before srlib.resize; as in the papers, they meant MATLAB's kernels.
+_BASELINE_ALIASES = {"bicubic": "bicubic (MATLAB)", "bilinear": "bilinear (MATLAB)"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,32 +257,12 @@ def lpips_distance(sr: Tensor, gt: Tensor) -> float:
 # Image loading
 
 
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
-
-
 def _read_image(path: Path) -> tuple[Tensor, bool]:
-    """(3, H, W) float RGB in [0, 1] and whether the file itself is grayscale."""
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)  # the orientation a viewer would show
-            gray = im.mode in _GRAY_MODES
-            if im.mode.startswith("I"):
-                # 16-bit (or 32-bit int) grayscale: keep the precision, scale by 16-bit range.
-                arr = np.clip(np.asarray(im, dtype=np.float64) / 65535.0, 0, 1)
-                rgb = np.repeat(arr[..., None], 3, axis=-1)
-            elif im.mode == "F":
-                raise ValueError(f"{path}: floating-point images are not supported")
-            else:
-                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                    # Composite on white so that transparent areas do not turn black.
-                    im = im.convert("RGBA")
-                    im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im)
-                rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0  # CMYK, P, ... too
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    if rgb.ndim != 3 or min(rgb.shape[:2]) == 0:
-        raise ValueError(f"{path}: empty image")
-    return torch.from_numpy(rgb).permute(2, 0, 1).float().contiguous(), gray  # (3, H, W)
+    """(3, H, W) float RGB in [0, 1] and whether the file itself is grayscale (see srlib.io)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LostPrecisionWarning)  # measured at 8 bits anyway
+        im = open_image(path)  # ImageLoadError (a ValueError) naming the file if it cannot
+    return to_tensor(im), is_gray(im)
 
 
 def load_image(path: str | os.PathLike) -> Tensor:
@@ -435,19 +291,11 @@ def _find_images(folder: Path, scale: int) -> tuple[str, list[tuple[str, Path, P
         return "benchmark", items
     if list(folder.glob("image_SRF_*")) or list(folder.glob("*_SRF_*_HR.png")):
         raise FileNotFoundError(f"{folder} is a benchmark folder without data for x{scale}")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+    files = find_images(folder)  # the same files srlib.data would train on
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    return "hr_folder", [(p.stem, p, None) for p in files]
-
-
-def make_lq(gt: Tensor, scale: int) -> Tensor:
-    """LR input from an HR image as the benchmarks made theirs: MATLAB uint8 bicubic imresize."""
-    return imresize(gt, scale=1 / scale, method="bicubic", uint8=True)
+    names = [p.relative_to(folder).with_suffix("").as_posix() for p in files]  # sub/a.png: sub/a
+    return "hr_folder", list(zip(names, files, [None] * len(files), strict=True))
 
 
 def _as_upscaler(
@@ -455,11 +303,11 @@ def _as_upscaler(
 ) -> tuple[Callable[[Tensor], Tensor], str]:
     """Wrap a model, a callable or a baseline name into fn(lq (1,3,h,w)) -> sr; plus its name."""
     if isinstance(model_or_fn, str):
-        baselines = {"bicubic": bicubic, "bilinear": bilinear}
-        if model_or_fn not in baselines:
-            raise ValueError(f"unknown baseline {model_or_fn!r}; use one of {sorted(baselines)}")
-        base = baselines[model_or_fn]
-        return (lambda lq: base(lq, scale)), model_or_fn
+        label = _BASELINE_ALIASES.get(model_or_fn, model_or_fn)
+        if label not in BASELINES:
+            raise ValueError(f"unknown baseline {model_or_fn!r}; use one of {sorted(BASELINES)}")
+        base = BASELINES[label]
+        return (lambda lq: base(lq, scale)), label  # the table shows whose kernel it is
     if isinstance(model_or_fn, nn.Module):
         model = model_or_fn
         model_scale = getattr(model, "scale", scale)
@@ -489,7 +337,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate an upscaler on a benchmark folder (given LR) or a plain HR folder (own LR).
 
-    Layouts: (a) `folder/image_SRF_<s>/img_XXX_SRF_<s>_{HR,LR}.png` (or that subfolder itself),
+    `model_or_fn`: an nn.Module, a callable lq -> sr, or a key of srlib.resize.BASELINES
+    ("bicubic (MATLAB)", "bicubic (torch)", ...; plain "bicubic"/"bilinear" mean MATLAB's),
+    reported under that label. Layouts: (a) `folder/image_SRF_<s>/img_XXX_SRF_<s>_{HR,LR}.png`
+    (or that subfolder itself),
     using the given LR, or with own_lq=True ignoring it; (b) any folder of HR images. Without
     a given LR the HR is mod-cropped to `scale` and the LR made with `make_lq`. Metrics per
     image: psnr_y, ssim_y, psnr_rgb, detail (see detail_ratio), lpips (nan if unavailable).
@@ -506,7 +357,7 @@ def evaluate(
     notes = [] if use_lpips else [lpips_note]
     lq_source = "own" if own_lq or layout == "hr_folder" else "given"
     if lq_source == "own":
-        notes.append(f"LR made from HR by MATLAB-style uint8 bicubic imresize x1/{scale}")
+        notes.append(f"LR made from HR by make_lq: bicubic (MATLAB) imresize x1/{scale} on uint8")
 
     # nn.Modules run in eval mode under no_grad; their previous mode is restored afterwards.
     was_training = isinstance(model_or_fn, nn.Module) and model_or_fn.training

@@ -1,23 +1,31 @@
 """Upscalers: two encoders, one decoder, one residual upscaler head.
 
 Every model maps `lq` (B, 3, h, w) in [0, 1] to `sr` (B, 3, h*scale, w*scale). The contract
-(borrowed from segmentation_models_pytorch): an encoder returns a list of feature maps, highest
-resolution first, and exposes `out_channels`; the `Decoder` derives all its widths from that
-tuple, so the same decoder serves the plain UNet encoder and the frozen ResNet18 encoder.
+(borrowed from segmentation_models_pytorch) is the `Encoder` protocol: an encoder returns a list
+of feature maps, highest resolution first, and exposes `out_channels` and `stride`; the
+`Decoder` derives all its widths from `out_channels`, so the same decoder serves the plain UNet
+encoder and the frozen ResNet18 encoder, and tiled inference (srlib.infer) aligns tiles to
+`stride`.
 
-All the work runs at LR resolution: the head predicts the *difference* to a classic (bicubic or
-bilinear) upscale of `lq` as 3 * scale**2 values per LR pixel and pixel-shuffles them to HR.
+All the work runs at LR resolution: the head predicts the *difference* to a classic upscale of
+`lq` (torch's bicubic or bilinear, `srlib.resize.upsample`; shown as e.g. "bicubic (torch)",
+which is not MATLAB's bicubic) as 3 * scale**2 values per LR pixel and pixel-shuffles them to HR.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from srlib.resize import KERNELS, upsample_label
+from srlib.resize import upsample as upsample  # re-exported: models.upsample still works
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,11 +103,37 @@ class ResBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Encoders: forward(lq) -> list of features, highest resolution first; `out_channels` tuple.
+# Encoders: forward(lq) -> list of features, highest resolution first; `out_channels`, `stride`.
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the Decoder, the head and tiled inference need from an encoder (an nn.Module).
+
+    `forward(lq)` with lq (B, 3, h, w) returns one feature map per level, highest resolution
+    first: level i is (B, out_channels[i], h_i, w_i), level 0 at the input's size (h, w) (the
+    decoder returns there, and the head works at LR resolution), the deepest at
+    (ceil(h / stride), ceil(w / stride)). `stride` is that total downsampling: tiles whose
+    origins are multiples of it see the same features as the whole image (srlib.infer).
+    """
+
+    out_channels: tuple[int, ...]
+    stride: int
+
+    def forward(self, lq: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 class UNetEncoder(nn.Module):
-    """Plain conv encoder trained from scratch: double convs, stride-2 convs between levels."""
+    """Plain conv encoder trained from scratch: double convs, stride-2 convs between levels.
+
+    Args:
+        width: channels of level 0; each deeper level doubles them, up to `max_width`.
+        depth: number of stride-2 levels below level 0 (stride = 2**depth).
+        max_width: cap on the channels of any level.
+    """
+
+    out_channels: tuple[int, ...]  # the Encoder protocol
+    stride: int
 
     def __init__(self, width: int = 32, depth: int = 3, max_width: int = 128):
         super().__init__()
@@ -143,7 +177,16 @@ class ResNetEncoder(nn.Module):
     the bicubic base. With 0.1, 10 of 10 short runs learn, with random weights and with
     realistic BatchNorm statistics; before, 1 of 10 did (`benchmarks/collapse.py`, README
     "Training that never silently fails").
+
+    Args:
+        depth: ResNet18 stages used, 1..5 (stem, layer1, ..., layer4); stride = 2**depth.
+        pretrained: load ImageNet weights (from the cache, or downloaded); else random init.
+        download: allow downloading the weights when they are not cached.
+        feature_scale: factor on the ResNet features handed to the decoder (see above).
     """
+
+    out_channels: tuple[int, ...]  # the Encoder protocol
+    stride: int
 
     def __init__(
         self,
@@ -202,7 +245,13 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """UNet decoder for any encoder: widths follow `encoder_channels`, output at level 0."""
+    """UNet decoder for any encoder: widths follow `encoder_channels`, output at level 0.
+
+    Args:
+        encoder_channels: the encoder's `out_channels`, highest resolution first.
+        decoder_channels: output channels of each decoder block, deepest first; one per skip
+            level (len(encoder_channels) - 1). The last one is the decoder's `out_channels`.
+    """
 
     def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int]):
         super().__init__()
@@ -228,11 +277,6 @@ class Decoder(nn.Module):
         return x  # (B, out_channels, h, w): LR resolution
 
 
-def upsample(lq: torch.Tensor, scale: int, mode: str = "bilinear") -> torch.Tensor:
-    """Classic upscale that the models refine: (B, C, h, w) -> (B, C, h*scale, w*scale)."""
-    return F.interpolate(lq, scale_factor=scale, mode=mode, align_corners=False)
-
-
 class ResidualUpscaler(nn.Module):
     """Head: predict the residual to a classic upscale of `lq` from LR features, pixel-shuffled.
 
@@ -242,11 +286,18 @@ class ResidualUpscaler(nn.Module):
     the head also refines at HR resolution with that many feature maps (a ResBlock fused with
     the base upscale). With 32 that made the UNet 2.3x slower and 0.3 dB worse at equal training
     time (README, "What we tried"); the seed ran 128 channels there.
+
+    Args:
+        in_ch: channels of the decoder's output (LR resolution).
+        scale: upscaling factor.
+        channels: 0 for the LR-only head; > 0 for the HR refinement with that many channels.
+        base: kernel of the base upscale, "bicubic" or "bilinear", as torch's F.interpolate
+            has it (`srlib.resize.upsample`; "bicubic (torch)" is not MATLAB's bicubic).
     """
 
     def __init__(self, in_ch: int, scale: int, channels: int = 0, base: str = "bicubic"):
         super().__init__()
-        if base not in ("bilinear", "bicubic"):
+        if base not in KERNELS:
             raise ValueError(f"base must be 'bilinear' or 'bicubic', got {base!r}")
         self.scale, self.base, self.channels = scale, base, channels
         if channels == 0:
@@ -283,14 +334,36 @@ class ResidualUpscaler(nn.Module):
 # The two models
 
 
-class Upscaler(nn.Module):
-    """encoder -> decoder -> residual head. Subclasses only choose the encoder and widths."""
+def constructor_config(cls: type, args: dict[str, Any], skip: Sequence[str] = ()) -> dict:
+    """{"arch": cls.__name__, each argument of cls.__init__ taken from `args`}, minus `skip`.
 
-    encoder: nn.Module
+    Call it with `locals()` as the first line of __init__, before any argument is reassigned:
+    the names come from the signature, so a new argument is stored (and build_model
+    round-trips it) without being typed out twice. Tuples are stored as lists, as in JSON.
+    """
+    names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *skip)]
+    values = {n: list(args[n]) if isinstance(args[n], tuple) else args[n] for n in names}
+    return {"arch": cls.__name__, **values}
+
+
+class Upscaler(nn.Module):
+    """encoder -> decoder -> residual head. Subclasses only choose the encoder and widths.
+
+    Args:
+        encoder: an nn.Module satisfying the `Encoder` protocol.
+        decoder_channels: widths of the decoder blocks, deepest first (see `Decoder`).
+        scale: upscaling factor, 2, 3 or 4.
+        head_channels: 0, or the channels of the head's HR refinement (`ResidualUpscaler`).
+        base: torch kernel of the base upscale, "bicubic" or "bilinear".
+    """
+
+    encoder: Encoder
+    # The subclass's constructor arguments plus "arch": build_model(config) rebuilds the model.
+    config: dict[str, Any]
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: Encoder,
         decoder_channels: Sequence[int],
         scale: int,
         head_channels: int,
@@ -299,6 +372,11 @@ class Upscaler(nn.Module):
         super().__init__()
         if scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
+        if not (isinstance(encoder, nn.Module) and isinstance(encoder, Encoder)):
+            raise TypeError(
+                "encoder must be an nn.Module with `out_channels` and `stride` (the Encoder "
+                f"protocol), got {type(encoder).__name__}"
+            )
         self.scale = scale
         self.encoder = encoder
         self.decoder = Decoder(encoder.out_channels, decoder_channels)
@@ -312,13 +390,28 @@ class Upscaler(nn.Module):
         """The classic upscale the model adds its residual to (for plots and baselines)."""
         return upsample(lq, self.scale, self.head.base)
 
+    @property
+    def base_label(self) -> str:
+        """How figures and tables name `base_upscale`, e.g. "bicubic (torch)"."""
+        return upsample_label(self.head.base)
+
     def num_params(self, trainable_only: bool = True) -> int:
         """Parameter count (trainable ones only by default)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
 class UNetUpscaler(Upscaler):
-    """Plain UNet upscaler trained from scratch."""
+    """Plain UNet upscaler trained from scratch.
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4.
+        width: channels of the encoder's first level (doubled per level, see `UNetEncoder`).
+        depth: stride-2 levels of the encoder; tiles align to 2**depth LR pixels.
+        max_width: cap on the encoder's channels per level.
+        decoder_channels: widths of the decoder blocks, deepest first; `depth` of them.
+        head_channels: 0 (residual made at LR, pixel-shuffled) or channels of an HR refinement.
+        base: torch kernel of the base upscale, "bicubic" or "bilinear" (not MATLAB's).
+    """
 
     def __init__(
         self,
@@ -330,22 +423,25 @@ class UNetUpscaler(Upscaler):
         head_channels: int = 0,
         base: str = "bicubic",
     ):
+        config = constructor_config(UNetUpscaler, locals())  # first: the arguments as passed
         encoder = UNetEncoder(width, depth, max_width)
         super().__init__(encoder, decoder_channels, scale, head_channels, base)
-        self.config = dict(
-            arch="UNetUpscaler",
-            scale=scale,
-            width=width,
-            depth=depth,
-            max_width=max_width,
-            decoder_channels=list(decoder_channels),
-            head_channels=head_channels,
-            base=base,
-        )
+        self.config = config
 
 
 class ResNetUNetUpscaler(Upscaler):
-    """UNet whose encoder is a frozen ImageNet ResNet18; ~0.8 M trainable parameters by default."""
+    """UNet whose encoder is a frozen ImageNet ResNet18; ~0.8 M trainable parameters by default.
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4.
+        depth: ResNet18 stages in the encoder, 1..5; tiles align to 2**depth LR pixels.
+        decoder_channels: widths of the decoder blocks, deepest first; `depth` of them.
+        head_channels: 0 (residual made at LR, pixel-shuffled) or channels of an HR refinement.
+        base: torch kernel of the base upscale, "bicubic" or "bilinear" (not MATLAB's).
+        pretrained: start from ImageNet weights (else random); not stored in `config`.
+        download: allow downloading those weights; not stored in `config`.
+        feature_scale: factor on the ResNet features handed to the decoder (`ResNetEncoder`).
+    """
 
     def __init__(
         self,
@@ -358,19 +454,13 @@ class ResNetUNetUpscaler(Upscaler):
         download: bool = True,
         feature_scale: float = 0.1,
     ):
+        # pretrained and download are not stored: a checkpoint carries the encoder weights it
+        # trained with, and rebuilding a model must never download anything.
+        config = constructor_config(ResNetUNetUpscaler, locals(), skip=("pretrained", "download"))
         encoder = ResNetEncoder(depth, pretrained, download, feature_scale)
         super().__init__(encoder, decoder_channels, scale, head_channels, base)
         self.has_imagenet_weights = encoder.has_imagenet_weights
-        # `pretrained` is not stored: a checkpoint carries the encoder weights it trained with.
-        self.config = dict(
-            arch="ResNetUNetUpscaler",
-            scale=scale,
-            depth=depth,
-            decoder_channels=list(decoder_channels),
-            head_channels=head_channels,
-            base=base,
-            feature_scale=feature_scale,
-        )
+        self.config = config
 
 
 def build_model(config: dict) -> Upscaler:

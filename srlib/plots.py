@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -50,21 +51,31 @@ def _smooth(y: Sequence[float], k: int) -> np.ndarray:
     return np.convolve(y, np.ones(k) / k, mode="valid")
 
 
+def _raw_and_smooth(ax, steps: np.ndarray, y: Sequence[float], k: int, color: str, name: str):
+    """The raw per-step curve, faint, under its k-step moving average (labelled)."""
+    ax.plot(steps[: len(y)], y, color=color, alpha=0.2, lw=0.6)
+    smooth = _smooth(y, k)
+    ax.plot(steps[len(y) - len(smooth) : len(y)], smooth, color=color, label=name)
+
+
 def plot_losses(histories: Mapping[str, dict], title: str = "", smooth: int = 10) -> Figure:
-    """Per model: training loss (linear and log), each loss part, and validation PSNR."""
+    """Per model: training loss (linear and log), each loss part, and validation PSNR.
+
+    Training curves are drawn raw (faint) with a `smooth`-step moving average over them.
+    """
     parts = sorted({p for h in histories.values() for p in h["train"] if p != "total"})
     ncols = 3 + len(parts)
     fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.4))
     for i, (name, h) in enumerate(histories.items()):
         color = f"C{i}"  # one colour per model in every panel, matching the legend
+        # While training, `step` can run a few entries ahead of the parts fetched so far.
         steps = np.asarray(h["step"])
-        k = min(smooth, max(1, len(steps) // 5))
-        x = steps[k - 1 :] if len(steps) >= k else steps
+        k = min(smooth, max(1, len(h["train"].get("total", [])) // 5))
         for ax in axes[:2]:
-            ax.plot(x, _smooth(h["train"]["total"], k), color=color, label=name)
+            _raw_and_smooth(ax, steps, h["train"].get("total", []), k, color, name)
         for ax, part in zip(axes[2 : 2 + len(parts)], parts, strict=True):
             if part in h["train"]:
-                ax.plot(x, _smooth(h["train"][part], k), color=color, label=name)
+                _raw_and_smooth(ax, steps, h["train"][part], k, color, name)
         axes[-1].plot(h["val"]["step"], h["val"]["psnr"], "o-", color=color, label=name)
         base = h["val"].get("base_psnr")
         if base is not None:  # a curve that stays on this line is a run that learned nothing
@@ -142,7 +153,8 @@ def comparison_grid(models: Mapping[str, torch.nn.Module], lq: torch.Tensor, gt:
         base = model.base_upscale(lq.to(device)).cpu()
         panels = [
             ("lq (nearest)", to_numpy(upsample_nearest(lq, gt.shape[-2:]))),
-            (getattr(model.head, "base", "base"), to_numpy(base)),
+            # "bicubic (torch)", not a bare "bicubic": tables' "bicubic (MATLAB)" is another kernel
+            (getattr(model, "base_label", "base upscale"), to_numpy(base)),
             (f"{name}", to_numpy(sr)),
             ("ground truth", gt_np),
             ("residual output (sr - base)", show_residual(sr - base)),
@@ -162,15 +174,103 @@ def upsample_nearest(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def side_by_side(images: Mapping[str, torch.Tensor], title: str = "",
-                 zoom: int | None = None) -> Figure:  # fmt: skip
-    """Images of one size side by side with the same zoomed inset, e.g. bicubic x4 vs model x4."""
+                 zoom: int | None = None, ncols: int | None = None) -> Figure:  # fmt: skip
+    """Images of one size side by side with the same zoomed inset, e.g. bicubic x4 vs model x4.
+
+    `ncols` wraps the panels into rows (default: one row).
+    """
     arrays = {k: to_numpy(v) for k, v in images.items()}
     first = next(iter(arrays.values()))
     box = _detail_box(arrays.get("ground truth", first), zoom or max(16, min(first.shape[:2]) // 6))
-    fig, axes = plt.subplots(1, len(arrays), figsize=(3 * len(arrays), 3.4), squeeze=False)
-    for ax, (label, img) in zip(axes[0], arrays.items(), strict=True):
+    ncols = ncols or len(arrays)
+    nrows = -(-len(arrays) // ncols)
+    aspect = first.shape[0] / first.shape[1]
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, (3.6 * aspect + 0.4) * nrows), squeeze=False
+    )
+    for ax in axes.flat[len(arrays) :]:
+        ax.axis("off")
+    for ax, (label, img) in zip(axes.flat, arrays.items(), strict=False):
         _panel(ax, label, img, box)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+class LiveLosses:
+    """Loss curves redrawn in place while `fit` runs: pass as `fit(..., on_validation=live)`.
+
+    One figure per cell, updated every `every` validations (a new image replaces the old one
+    in the same output, so the cell does not fill up with figures). Outside IPython it does
+    nothing.
+    """
+
+    def __init__(self, finished: Mapping[str, dict], name: str, title: str = "", every: int = 2):
+        self.finished, self.name, self.title, self.every = dict(finished), name, title, every
+        self.calls, self.handle = 0, None
+
+    def __call__(self, history: dict) -> None:
+        self.calls += 1
+        if self.calls % self.every:
+            return
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        fig = plot_losses({**self.finished, self.name: history}, title=self.title + " (live)")
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)  # the output keeps the image; don't let matplotlib show it again
+
+
+def before_after_image(before: np.ndarray, after: np.ndarray, split: float) -> np.ndarray:
+    """(H, W, 3) arrays -> `before` left of the split (a fraction of the width), `after` right."""
+    out = after.copy()
+    x = int(round(split * out.shape[1]))
+    out[:, :x] = before[:, :x]
+    out[:, max(0, x - 1) : x + 1] = (1.0, 1.0, 0.0)  # a thin yellow divider
+    return out
+
+
+def before_after(before: torch.Tensor, after: torch.Tensor, labels: tuple[str, str] = ("before",
+                 "after"), title: str = "") -> Figure:  # fmt: skip
+    """A split view of two upscales of one photo, with a slider when ipywidgets can show one.
+
+    Returns the static figure (split in the middle), which committed notebooks keep; in a live
+    Jupyter session a slider below it moves the split.
+    """
+    a, b = to_numpy(before), to_numpy(after)
+    if a.shape != b.shape:
+        raise ValueError(f"before {a.shape} and after {b.shape} must have the same shape")
+    fig, ax = plt.subplots(figsize=(8, 8 * a.shape[0] / a.shape[1] + 0.5))
+    ax.imshow(before_after_image(a, b, 0.5), interpolation="nearest")
+    ax.set_title(f"{title}\nleft: {labels[0]}   |   right: {labels[1]}", fontsize=10)
+    ax.axis("off")
+    fig.tight_layout()
+    try:
+        import ipywidgets as widgets
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return fig
+    if get_ipython() is None:
+        return fig
+
+    def png(split: float) -> bytes:
+        buf = io.BytesIO()
+        plt.imsave(buf, before_after_image(a, b, split), format="png")
+        return buf.getvalue()
+
+    view = widgets.Image(value=png(0.5), format="png", layout=widgets.Layout(width="100%"))
+    slider = widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description=labels[0][:12],
+                                 readout=False, layout=widgets.Layout(width="100%"))  # fmt: skip
+    slider.observe(lambda change: setattr(view, "value", png(change["new"])), names="value")
+    display(widgets.VBox([widgets.Label(f"drag: {labels[0]} (left) / {labels[1]} (right)"),
+                          slider, view]))  # fmt: skip
     return fig

@@ -11,8 +11,11 @@ import dataclasses
 import math
 import os
 import random
+import signal
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +176,32 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, 
     return model.to(device).eval(), ckpt
 
 
+def run_or_shipped(run_dir: str | os.PathLike, shipped: str | os.PathLike) -> tuple[Path, str]:
+    """The best checkpoint of a finished run in `run_dir`, else `shipped`; and a provenance line.
+
+    For comparisons across notebooks: the other notebook's latest run if it finished (its
+    `best.pt`), otherwise the checkpoint the repository ships. Raises FileNotFoundError if
+    neither exists.
+    """
+    run_dir, shipped = Path(run_dir), Path(shipped)
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if last.exists() and best.exists():
+        ckpt = load_checkpoint(last)
+        cfg, hist = ckpt.get("config") or {}, ckpt.get("history") or {}
+        if ckpt["step"] >= cfg.get("steps", math.inf) and not hist.get("interrupted"):
+            b = load_checkpoint(best)
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(best.stat().st_mtime))
+            return best, (
+                f"{best}: this machine's latest finished run ({b['step']} of {ckpt['step']} "
+                f"steps, written {when})"
+            )
+    if shipped.exists():
+        ckpt = load_checkpoint(shipped)
+        steps = (ckpt.get("config") or {}).get("steps")
+        return shipped, f"{shipped}: the shipped checkpoint (step {ckpt.get('step')} of {steps})"
+    raise FileNotFoundError(f"neither a finished run in {run_dir} nor {shipped} exists")
+
+
 def restore_best(model: nn.Module, cfg: TrainConfig) -> int:
     """Load the run's best-validation weights (out_dir/name/best.pt) into `model`; their step.
 
@@ -209,7 +238,33 @@ def _new_history() -> dict:
         "alerts": [],  # {"step", "message"}: loud warnings, e.g. a run that learns nothing
         "samples_per_s": None,
         "train_seconds": 0.0,
+        "interrupted": False,  # the last session was stopped by Ctrl-C / a kernel interrupt
     }
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[list[bool]]:
+    """Turn the first SIGINT (Ctrl-C, Jupyter's interrupt) into a flag; a second one aborts.
+
+    Training then stops at the end of the current step, with a checkpoint and its history,
+    instead of a KeyboardInterrupt that loses the run's history mid-step.
+    """
+    flag = [False]
+
+    def handler(signum, frame) -> None:
+        if flag[0]:
+            raise KeyboardInterrupt  # a second interrupt: the user really wants out
+        flag[0] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def learning_problem(history: dict) -> str | None:
@@ -267,6 +322,7 @@ def fit(
     cfg: TrainConfig,
     resume: bool = True,
     progress: bool = True,
+    on_validation: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train `model` in place and return its history; resumes from out_dir/name/last.pt.
 
@@ -275,7 +331,10 @@ def fit(
     that learns nothing is reported loudly there, on screen and as a NotLearningWarning);
     samples/s. Checkpoints: 'last.pt' every `checkpoint_every` steps and at the end, 'best.pt'
     at the best validation PSNR. A non-finite loss stops the run with FloatingPointError
-    before any checkpoint holds the broken weights.
+    before any checkpoint holds the broken weights. An interrupt (Ctrl-C, or the kernel's
+    stop button) ends the run cleanly after the current step: checkpoint written, history
+    returned with 'interrupted' True; calling fit again resumes. `on_validation(history)` is
+    called after each validation, e.g. to redraw live loss curves.
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -384,65 +443,76 @@ def fit(
             checkpoint(run_dir / "best.pt")
         problem = learning_problem(history)
         if problem and not history["alerts"]:
-            if len(history["val"]["psnr"]) >= STUCK_AFTER_VALIDATIONS or stop:
+            if len(history["val"]["psnr"]) >= STUCK_AFTER_VALIDATIONS or finished:
                 alert(problem)
+        if on_validation is not None:
+            on_validation(history)
 
     spent = history["train_seconds"]  # wall-clock seconds of earlier (resumed) sessions
+    history["interrupted"] = False
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, disable=not progress)
-    t0, samples, stop = time.perf_counter(), 0, False
-    while not stop:
-        # Order from (seed, epoch), crops from (seed, epoch, index): a resumed run continues
-        # with exactly the batches an uninterrupted one would have seen.
-        epoch, offset = divmod(step, steps_per_epoch)
-        loader = make_loader(
-            train_set,
-            cfg.batch_size,
-            shuffle=True,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            drop_last=True,
-            epoch=epoch,
-            start=offset * cfg.batch_size,
-        )
-        for lq, gt in loader:
-            elapsed = spent + time.perf_counter() - t0
-            progress_ = max(step / cfg.steps, elapsed / budget if budget else 0.0)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(progress_, step, cfg)
-            lq, gt = to_device(lq, device), to_device(gt, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                sr = model(lq)  # (B, 3, H, W)
-            loss, parts = loss_fn(sr.float(), gt)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            step += 1
-            samples += len(lq)
+    t0, samples, stop, finished = time.perf_counter(), 0, False, False
+    with _stop_on_interrupt() as interrupted:
+        while not stop:
+            # Order from (seed, epoch), crops from (seed, epoch, index): a resumed run continues
+            # with exactly the batches an uninterrupted one would have seen.
+            epoch, offset = divmod(step, steps_per_epoch)
+            loader = make_loader(
+                train_set,
+                cfg.batch_size,
+                shuffle=True,
+                workers=cfg.workers,
+                seed=cfg.seed,
+                drop_last=True,
+                epoch=epoch,
+                start=offset * cfg.batch_size,
+            )
+            for lq, gt in loader:
+                elapsed = spent + time.perf_counter() - t0
+                progress_ = max(step / cfg.steps, elapsed / budget if budget else 0.0)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(progress_, step, cfg)
+                lq, gt = to_device(lq, device), to_device(gt, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    sr = model(lq)  # (B, 3, H, W)
+                loss, parts = loss_fn(sr.float(), gt)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                step += 1
+                samples += len(lq)
 
-            history["step"].append(step)
-            history["lr"].append(opt.param_groups[0]["lr"])
-            part_names = part_names or ["total", *parts]
-            pending.append(torch.stack([loss.detach(), *parts.values()]))
-            bar.update(1)
+                history["step"].append(step)
+                history["lr"].append(opt.param_groups[0]["lr"])
+                part_names = part_names or ["total", *parts]
+                pending.append(torch.stack([loss.detach(), *parts.values()]))
+                bar.update(1)
 
-            out_of_time = budget is not None and spent + time.perf_counter() - t0 >= budget
-            stop = step >= cfg.steps or out_of_time
-            validating = val_loader is not None and (step % cfg.val_every == 0 or stop)
-            checkpointing = step % cfg.checkpoint_every == 0 or stop
-            if len(pending) >= cfg.log_every or validating or checkpointing:
-                flush()  # before any checkpoint: a non-finite loss never reaches one
-            if validating:
-                run_validation()
-            if checkpointing:
-                history["train_seconds"] = spent + time.perf_counter() - t0
-                checkpoint(last)
-            if stop:
-                break
+                out_of_time = budget is not None and spent + time.perf_counter() - t0 >= budget
+                finished = step >= cfg.steps or out_of_time
+                stop = finished or interrupted[0]
+                validating = val_loader is not None and (step % cfg.val_every == 0 or finished)
+                checkpointing = step % cfg.checkpoint_every == 0 or stop
+                if len(pending) >= cfg.log_every or validating or checkpointing:
+                    flush()  # before any checkpoint: a non-finite loss never reaches one
+                if validating:
+                    run_validation()
+                if checkpointing:
+                    history["train_seconds"] = spent + time.perf_counter() - t0
+                    checkpoint(last)
+                if stop:
+                    break
     bar.close()
     elapsed = time.perf_counter() - t0
     history["train_seconds"] = spent + elapsed
     history["samples_per_s"] = samples / max(elapsed, 1e-9)
+    history["interrupted"] = not finished
     checkpoint(last)
+    if not finished:
+        print(
+            f"{cfg.name}: interrupted at step {step}/{cfg.steps}; checkpoint {last} written, "
+            "history kept. Run fit again to resume."
+        )
     return history

@@ -32,7 +32,8 @@ class FakeCommons:
     """Files, categories and per-file fault queues; `log` records every request in order.
 
     File faults, consumed one per GET of that file: reset, 429, 503, html, html_as_image,
-    notimage, slow, badsha, truncate, nolen_truncate, norange, trickle.
+    notimage, slow, badsha, truncate, nolen_truncate, norange, trickle, and len:<value> (the
+    body with that Content-Length header, e.g. len:abc).
     API faults, one per API request: maxlag, 429, 503, reset.
     """
 
@@ -274,7 +275,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:]
         self.send_response(206 if match and fault != "norange" else 200)
         self.send_header("Content-Type", "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png")
-        if fault != "nolen_truncate":
+        if fault.startswith("len:"):
+            self.send_header("Content-Length", fault[len("len:") :])
+        elif fault != "nolen_truncate":
             self.send_header("Content-Length", str(len(body)))
         if match and fault != "norange":
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

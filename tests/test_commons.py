@@ -12,6 +12,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from srlib import commons
 from srlib.commons import COLUMNS, CommonsError, Item, download, parse_list, safe_name
@@ -116,6 +117,20 @@ def test_parse_list_tsv_round_trip_and_bad_lines(tmp_path):
     (tmp_path / "bad.tsv").write_text("title\turl\nFile:a.jpg\tfile:///etc/passwd\n")
     with pytest.raises(ValueError, match="not an http"):
         parse_list(tmp_path / "bad.tsv")
+
+
+def test_write_list_failing_midway_keeps_the_old_list_and_no_temp_file(tmp_path):
+    path = commons.write_list([Item("File:Old.jpg")], tmp_path / "list.tsv")
+    before = path.read_bytes()
+
+    def items():
+        yield Item("File:New.jpg")
+        raise RuntimeError("the API went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        commons.write_list(items(), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["list.tsv"]  # no temp file left behind
 
 
 # ---------------------------------------------------------------------------- file names
@@ -414,3 +429,89 @@ def test_killed_download_resumes_on_restart(fake, tmp_path, sig, code):
     assert "failed 0" in done.stdout
     assert fake.file_requests(title)[-1]["range"] == f"bytes={kept}-"  # resumed, not restarted
     _assert_clean(out, fake, titles)
+
+
+def test_stricter_limits_refuse_but_keep_complete_files(fake, tmp_path):
+    titles = _add_files(fake, ["Small.jpg", "Wide.png"])
+    fake.files["File:Wide.png"] = make_image(200, 150, "PNG")  # 30000 pixels, 64x48 = 3072
+    # Upload-URL lines: no size, dimensions or SHA-1 known before a file is on disk.
+    items = [Item(t, url=fake.url(t)) for t in titles]
+    out = tmp_path / "images"
+    assert download(items, out, api=fake.api, progress=False, **FAST).ok
+    requests = len(fake.log)
+    smallest = min(len(data) for data in fake.files.values())
+    summary = download(items, out, api=fake.api, max_bytes=smallest - 1, progress=False, **FAST)
+    _assert_clean(out, fake, titles)  # nothing was deleted
+    reasons = dict(summary.failed)
+    assert reasons.keys() == set(titles) and not summary.downloaded
+    assert all("over --max-bytes" in r and "existing file kept" in r for r in reasons.values())
+    summary = download(items, out, api=fake.api, max_pixels=10000, progress=False, **FAST)
+    assert summary.skipped == ["File:Small.jpg"]
+    (reason,) = [r for t, r in summary.failed if t == "File:Wide.png"]
+    assert "200x150 pixels is over the limit of 10000" in reason and "kept" in reason
+    assert len(fake.log) == requests  # refused files are never fetched again
+    _assert_clean(out, fake, titles)
+
+
+def test_wrong_existing_file_over_the_limit_is_fetched_again(fake, tmp_path):
+    (title,) = _add_files(fake, ["Wrong.jpg"])
+    n = len(fake.files[title])
+    out = tmp_path / "images"
+    out.mkdir()
+    (out / "Wrong.jpg").write_bytes(os.urandom(n + 1000))  # not the listed size: not the file
+    item = _item(fake, title)
+    summary = download([item], out, api=fake.api, max_bytes=n + 100, progress=False, **FAST)
+    assert summary.ok and summary.downloaded == [title]
+    assert [e["range"] for e in fake.file_requests(title)] == [f"bytes={n + 1000}-", None]
+    _assert_clean(out, fake, [title])
+
+
+def test_max_pixels_raises_pils_limit_only_while_downloading(fake, tmp_path, monkeypatch):
+    titles = _add_files(fake, ["A.jpg", "B.png"])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x48 is a "bomb" (> 2x) for PIL now
+    items = [_item(fake, t) for t in titles]
+    summary = download(items, tmp_path, api=fake.api, max_pixels=5000, progress=False, **FAST)
+    assert summary.ok and sorted(summary.downloaded) == sorted(titles)  # PIL let them through
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with commons._folder_lock(tmp_path), pytest.raises(CommonsError, match="already"):
+        download(items, tmp_path, api=fake.api, max_pixels=5000, progress=False, **FAST)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    download(items, tmp_path, api=fake.api, max_pixels=10, progress=False, **FAST)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # a lower max_pixels never lowers PIL's guard
+
+
+def test_malformed_content_length_is_retried_then_reported(fake, tmp_path):
+    flaky, broken = _add_files(fake, ["Flaky.jpg", "Broken.png"])
+    fake.faults[flaky] = ["len:abc", "len:-5"]
+    fake.faults[broken] = ["len:12x"] * 20
+    items = [_item(fake, t) for t in (flaky, broken)]
+    out = tmp_path / "images"
+    summary = download(items, out, api=fake.api, progress=False, **FAST)
+    assert summary.downloaded == [flaky]
+    assert [e["fault"] for e in fake.file_requests(flaky)] == ["len:abc", "len:-5", ""]
+    ((title, reason),) = summary.failed
+    assert title == broken and reason.startswith("malformed Content-Length header '12x'")
+    assert "gave up after 3 retries" in reason and len(fake.file_requests(broken)) == 4
+    _assert_clean(out, fake, [flaky])
+
+
+def test_formats_are_validated_and_aliases_accepted(fake, tmp_path, capsys):
+    titles = _add_files(fake, ["A.jpg", "B.png"])
+    titles.append(fake.add("File:C.gif", make_image(64, 48, "GIF")))
+    items = [_item(fake, t) for t in titles]
+    summary = download(items, tmp_path / "a", formats=["JPG", " png"], api=fake.api, **FAST)
+    assert sorted(summary.downloaded) == titles[:2] and summary.filtered == ["File:C.gif"]
+    assert commons._check_formats("jpeg, TIF,jpe") == ("jpeg", "tiff")
+    for bad, match in ((["jpeg", "bmp"], "unknown image format 'bmp'"), ([], "no format")):
+        with pytest.raises(ValueError, match=match) as err:
+            download(items, tmp_path / "b", formats=bad, api=fake.api, **FAST)
+        assert "valid: jpeg, png, gif, webp, tiff" in str(err.value)
+    assert not (tmp_path / "b").exists()  # refused before anything was created
+    listing = commons.write_list(items, tmp_path / "list.tsv")
+    argv = ["download", str(listing), "--api", fake.api, "--contact", CONTACT, "--no-progress"]
+    assert commons.main([*argv, "--out", str(tmp_path / "c"), "--formats", "jpg"]) == 0
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name[0] != "."] == ["A.jpg"]
+    with pytest.raises(SystemExit) as exit_:
+        commons.main([*argv, "--out", str(tmp_path / "d"), "--formats", "jpg,webm"])
+    assert exit_.value.code == 2 and not (tmp_path / "d").exists()
+    assert "--formats: unknown image format 'webm'; valid:" in capsys.readouterr().err

@@ -409,7 +409,7 @@ def test_cli_upscale_folder_end_to_end(tmp_path, ckpt):
     out = tmp_path / "out"
     res = _cli("upscale", src, "-o", out, "--checkpoint", ckpt, "-q", "--threads", 1)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "readme.txt: not an image" in res.stdout
+    assert "readme.txt: not an image" in res.stderr  # skip: and error: lines go to stderr
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.png", "b_x2.png"]
     assert Image.open(out / "a_x2.png").size == (32, 24)
     assert Image.open(out / "b_x2.png").mode == "L"
@@ -419,7 +419,7 @@ def test_cli_upscale_folder_end_to_end(tmp_path, ckpt):
     (src / "c.png").write_bytes(data[: len(data) // 2])
     res = _cli("upscale", src, "-o", out, "--checkpoint", ckpt, "-q", "--scale", 4, "--threads", 1)
     assert res.returncode == 1
-    assert "c.png" in res.stdout and "truncated" in res.stdout
+    assert "c.png" in res.stderr and "truncated" in res.stderr
     assert "2 written, 1 skipped, 1 failed" in res.stdout
     assert Image.open(out / "a_x4.png").size == (64, 48)
 
@@ -432,7 +432,7 @@ def test_cli_never_overwrites(tmp_path, ckpt, capsys):
     before = (d / "a_x2.png").read_bytes()
     argv = ["upscale", str(d / "a.png"), str(d / "a_x2.png"), "-o", str(d), "-q"]
     assert main([*argv, "--checkpoint", str(ckpt), "--overwrite"]) == 1
-    assert "would overwrite an input" in capsys.readouterr().out
+    assert "would overwrite an input" in capsys.readouterr().err
     assert (d / "a_x2.png").read_bytes() == before
 
     out = tmp_path / "out"
@@ -440,7 +440,7 @@ def test_cli_never_overwrites(tmp_path, ckpt, capsys):
     stamp = (out / "a_x2.png").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["upscale", str(d / "a.png"), "-o", str(out), "--checkpoint", str(ckpt)]) == 0
-    assert "exists (pass --overwrite" in capsys.readouterr().out
+    assert "exists (pass --overwrite" in capsys.readouterr().err
     assert (out / "a_x2.png").stat().st_mtime_ns == stamp
 
 

@@ -13,6 +13,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from srlib import metrics as M
+from srlib.resize import BASELINES, imresize, make_lq, matlab_bicubic
 
 
 def smooth_image(h: int, w: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
@@ -149,93 +150,13 @@ def test_ssim_agrees_with_skimage_and_with_the_formula(seed):
 
 def test_detail_ratio_blur_and_noise():
     gt = smooth_image(64, 64, 3)
-    blurred = M.imresize(M.imresize(gt, scale=0.5), scale=2)
+    blurred = imresize(imresize(gt, scale=0.5), scale=2)
     g = torch.Generator().manual_seed(0)
     noisy = (gt + 0.1 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
     assert M.detail_ratio(blurred, gt, scale=2) < 0.5
     assert M.detail_ratio(noisy, gt, scale=2) > 1.5
     flat = torch.full((3, 32, 32), 0.5)
     assert math.isnan(M.detail_ratio(noisy[:, :32, :32], flat, scale=2))
-
-
-# ---------------------------------------------------------------------------------------------
-# imresize
-
-
-CUBIC_X2 = [-0.0234375, -0.0703125, 0.2265625, 0.8671875, 0.8671875, 0.2265625, -0.0703125]
-
-
-def test_imresize_x2_impulse_gives_cubic_weights():
-    x = torch.zeros(1, 12, dtype=torch.float64)
-    x[0, 6] = 1
-    out = M.imresize(x, scale=2)[0]  # (24,) one row: H = 1 -> 2 rows, both the same
-    assert out[9:17].tolist() == CUBIC_X2 + [-0.0234375]
-    assert out[:9].abs().max() == 0 and out[17:].abs().max() == 0
-
-
-def test_imresize_half_impulse_uses_widened_kernel():
-    x = torch.zeros(1, 16, dtype=torch.float64)
-    x[0, 8] = 1
-    out = M.imresize(x, scale=0.5)[0]  # (8,) antialiased: cubic(d / 2) / 2
-    expected = [0, 0, -0.0234375 / 2, 0.2265625 / 2, 0.8671875 / 2, -0.0703125 / 2, 0, 0]
-    assert out.tolist() == pytest.approx(expected, abs=1e-15)
-
-
-def test_imresize_boundaries_on_a_ramp():
-    ramp = torch.tensor([[1.0, 2, 3, 4]], dtype=torch.float64)
-    # Output pixel 1 maps to u = 0.75: taps at 1-based -1, 0, 1, 2 with the weights above.
-    rep = M.imresize(ramp, scale=2)[0].tolist()  # MATLAB: clamp taps (-1, 0 -> pixel 1)
-    sym = M.imresize(ramp, scale=2, boundary="symmetric")[0].tolist()  # -1 -> pixel 2
-    interior = [1.1796875, 1.7265625, 2.25, 2.75, 3.2734375, 3.8203125]
-    assert rep == pytest.approx([0.9296875, *interior, 4.0703125], abs=1e-12)
-    assert sym == pytest.approx([0.90625, *interior, 4.09375], abs=1e-12)
-
-
-def test_imresize_preserves_constants_and_linear_ramps():
-    const = torch.full((2, 3, 9, 13), 0.3, dtype=torch.float64)
-    for method in ("bicubic", "bilinear"):
-        for scale in (0.25, 1 / 3, 0.5, 2, 3, 4):
-            out = M.imresize(const, scale=scale, method=method)
-            assert torch.allclose(out, torch.full_like(out, 0.3), atol=1e-12)
-    ramp = torch.arange(20, dtype=torch.float64)[None].repeat(6, 1)  # (6, 20)
-    out = M.imresize(ramp, scale=2)
-    u = torch.arange(1, 41, dtype=torch.float64) / 2 + 0.25 - 1  # 0-based input coordinate
-    assert torch.allclose(out[0, 4:-4], u[4:-4], atol=1e-12)  # cubic reproduces linear data
-
-
-def test_imresize_shapes_types_and_errors():
-    x = torch.rand(3, 5, 7)
-    assert M.imresize(x, scale=0.5).shape == (3, 3, 4)  # ceil, as MATLAB
-    assert M.imresize(x, size=(10, 3)).shape == (3, 10, 3)
-    assert M.imresize(torch.rand(2, 3, 12, 9), scale=1 / 3).shape == (2, 3, 4, 3)
-    assert M.imresize(x, scale=2).dtype == torch.float32
-    arr = M.imresize(np.random.rand(2, 6, 6), scale=2)
-    assert isinstance(arr, np.ndarray) and arr.shape == (2, 12, 12)
-    q = M.imresize(x, scale=0.5, uint8=True)
-    assert torch.equal(q * 255, torch.round(q * 255)) and q.min() >= 0 and q.max() <= 1
-    with pytest.raises(ValueError):
-        M.imresize(x)
-    with pytest.raises(ValueError):
-        M.imresize(x, scale=2, method="lanczos")
-    with pytest.raises(TypeError):
-        M.imresize(torch.zeros(4, 4, dtype=torch.uint8), scale=2)
-
-
-def test_mod_crop_and_make_lq():
-    img = torch.rand(3, 13, 10)
-    cropped = M.mod_crop(img, 4)
-    assert cropped.shape == (3, 12, 8) and torch.equal(cropped, img[:, :12, :8])
-    lq = M.make_lq(M.mod_crop(img, 3), 3)
-    assert lq.shape == (3, 4, 3)
-    assert torch.equal(lq * 255, torch.round(lq * 255))  # 8-bit levels, like an LR PNG
-
-
-def test_baselines():
-    lq = smooth_image(10, 12)[None]
-    for fn in (M.bicubic, M.bilinear):
-        sr = fn(lq, 3)
-        assert sr.shape == (1, 3, 30, 36) and sr.min() >= 0 and sr.max() <= 1
-    assert not torch.allclose(M.bicubic(lq, 2), M.bilinear(lq, 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,14 +174,15 @@ def make_benchmark(root, scale: int = 2):
     for name, hr in hrs.items():
         mode = "L" if name == "img_002" else "RGB"
         save_png(hr, folder / f"{name}_SRF_{scale}_HR.png", mode)
-        save_png(M.make_lq(M.quantize(hr), scale), folder / f"{name}_SRF_{scale}_LR.png", mode)
+        save_png(make_lq(M.quantize(hr), scale), folder / f"{name}_SRF_{scale}_LR.png", mode)
     return folder
 
 
 def test_evaluate_benchmark_layout(tmp_path):
     make_benchmark(tmp_path / "Tiny")
-    res = M.evaluate("bicubic", tmp_path / "Tiny", 2)
+    res = M.evaluate("bicubic (MATLAB)", tmp_path / "Tiny", 2)
     assert res["dataset"] == "Tiny" and res["layout"] == "benchmark" and res["lq"] == "given"
+    assert res["method"] == "bicubic (MATLAB)"
     assert [r["name"] for r in res["images"]] == ["img_001", "img_002"]
     for key in ("psnr_y", "ssim_y", "psnr_rgb", "detail"):
         values = [r[key] for r in res["images"]]
@@ -272,14 +194,14 @@ def test_evaluate_benchmark_layout(tmp_path):
     # The grayscale image is measured on its gray level, by hand:
     sub = tmp_path / "Tiny" / "image_SRF_2"
     gt = M.load_image(sub / "img_002_SRF_2_HR.png")[None]
-    sr = M.bicubic(M.load_image(sub / "img_002_SRF_2_LR.png")[None], 2)
+    sr = matlab_bicubic(M.load_image(sub / "img_002_SRF_2_LR.png")[None], 2)
     assert res["images"][1]["psnr_y"] == pytest.approx(
         M.psnr_y(M.rgb_to_gray(sr), gt[:, :1], scale=2), abs=1e-9
     )
     assert any("img_002: grayscale" in n for n in res["notes"])
 
     # The subfolder itself works too, and own LR equals the given one here (made the same way).
-    own = M.evaluate("bicubic", sub, 2, own_lq=True)
+    own = M.evaluate("bicubic (MATLAB)", sub, 2, own_lq=True)
     assert own["dataset"] == "Tiny" and own["lq"] == "own"
     assert own["mean"]["psnr_y"] == pytest.approx(res["mean"]["psnr_y"], abs=1e-9)
 
@@ -297,7 +219,7 @@ def test_evaluate_plain_hr_folder(tmp_path):
 
     def fn(lq):  # a plain callable upscaler
         seen.append(tuple(lq.shape))
-        return M.bicubic(lq, 2)
+        return matlab_bicubic(lq, 2)
 
     res = M.evaluate(fn, folder, 2)
     assert res["layout"] == "hr_folder" and res["lq"] == "own"
@@ -305,10 +227,30 @@ def test_evaluate_plain_hr_folder(tmp_path):
     assert seen == [(1, 3, 25, 18), (1, 3, 20, 22), (1, 3, 16, 16)]
     assert all(math.isfinite(r["psnr_y"]) for r in res["images"])
     assert res["mean"]["psnr_y"] == pytest.approx(
-        M.evaluate("bicubic", folder, 2)["mean"]["psnr_y"]
+        M.evaluate("bicubic (MATLAB)", folder, 2)["mean"]["psnr_y"]
     )
-    bilinear = M.evaluate("bilinear", folder, 2)
+    bilinear = M.evaluate("bilinear (MATLAB)", folder, 2)
     assert bilinear["mean"]["psnr_y"] < res["mean"]["psnr_y"]  # bicubic beats bilinear
+
+
+def test_baseline_rows_name_whose_kernel_made_them(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    save_png(smooth_image(48, 48, 8), folder / "a.png")
+    results = {name: M.evaluate(name, folder, 2, with_lpips=False) for name in BASELINES}
+    assert [r["method"] for r in results.values()] == list(BASELINES)
+    psnr = {name: r["mean"]["psnr_y"] for name, r in results.items()}
+    assert psnr["bicubic (torch)"] != pytest.approx(psnr["bicubic (MATLAB)"], abs=1e-3)
+    # The short names evaluate() took before srlib.resize meant MATLAB's, and now say so.
+    for short in ("bicubic", "bilinear"):
+        res = M.evaluate(short, folder, 2, with_lpips=False)
+        assert res["method"] == f"{short} (MATLAB)"
+        assert res["mean"]["psnr_y"] == psnr[f"{short} (MATLAB)"]
+    rows = [M.summary_row(r, dataset="photos") for r in results.values()]
+    assert [r["method"] for r in rows] == list(BASELINES)
+    table = M.format_table(rows, ["method", "dataset", "psnr_y"])
+    shown = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert shown == list(BASELINES)  # never a bare "bicubic"
 
 
 class StandIn(nn.Module):
@@ -324,7 +266,7 @@ class StandIn(nn.Module):
 
     def forward(self, lq):
         self.calls.append((self.training, torch.is_grad_enabled()))
-        return self.conv(M.bicubic(lq, self.scale))
+        return self.conv(matlab_bicubic(lq, self.scale))
 
 
 def test_evaluate_module_runs_in_eval_mode_and_restores_it(tmp_path):
@@ -334,7 +276,7 @@ def test_evaluate_module_runs_in_eval_mode_and_restores_it(tmp_path):
     assert res["method"] == "StandIn"
     assert model.calls == [(False, False), (False, False)]  # eval mode, no grad
     assert model.training  # restored
-    base = M.evaluate("bicubic", tmp_path / "Tiny", 2)
+    base = M.evaluate("bicubic (MATLAB)", tmp_path / "Tiny", 2)
     assert res["mean"]["psnr_y"] == pytest.approx(base["mean"]["psnr_y"], abs=1e-3)
     with pytest.raises(ValueError, match="x3"):
         M.evaluate(StandIn(3), tmp_path / "Tiny", 2)
@@ -354,18 +296,18 @@ def test_perfect_upscaler_scores_inf_one_one(tmp_path):
 def test_evaluate_errors(tmp_path):
     make_benchmark(tmp_path / "Tiny")
     with pytest.raises(FileNotFoundError, match="x3"):
-        M.evaluate("bicubic", tmp_path / "Tiny", 3)
+        M.evaluate("bicubic (MATLAB)", tmp_path / "Tiny", 3)
     with pytest.raises(FileNotFoundError):
-        M.evaluate("bicubic", tmp_path / "missing", 2)
+        M.evaluate("bicubic (MATLAB)", tmp_path / "missing", 2)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
-        M.evaluate("bicubic", tmp_path / "empty", 2)
-    with pytest.raises(ValueError, match="baseline"):
+        M.evaluate("bicubic (MATLAB)", tmp_path / "empty", 2)
+    with pytest.raises(ValueError, match=r"baseline 'lanczos'.*bicubic \(MATLAB\)"):
         M.evaluate("lanczos", tmp_path / "Tiny", 2)
     with pytest.raises(ValueError, match="expected"):
         M.evaluate(lambda lq: lq, tmp_path / "Tiny", 2)  # forgot to upscale
     with pytest.raises(ValueError, match="non-finite"):
-        M.evaluate(lambda lq: M.bicubic(lq, 2) * math.nan, tmp_path / "Tiny", 2)
+        M.evaluate(lambda lq: matlab_bicubic(lq, 2) * math.nan, tmp_path / "Tiny", 2)
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -373,13 +315,13 @@ def test_evaluate_errors(tmp_path):
     data = (bad / "ok.png").read_bytes()
     (bad / "truncated.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated.png"):
-        M.evaluate("bicubic", bad, 2)
+        M.evaluate("bicubic (MATLAB)", bad, 2)
 
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     save_png(smooth_image(12, 12), tiny / "small.png")
     with pytest.raises(ValueError, match="small.png"):
-        M.evaluate("bicubic", tiny, 4)  # 12 - 2 * 4 = 4 pixels left: too small for SSIM
+        M.evaluate("bicubic (MATLAB)", tiny, 4)  # 12 - 2 * 4 = 4 pixels left: too small for SSIM
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +366,7 @@ def test_lpips_reports_why_it_is_unavailable(tmp_path, monkeypatch):
     folder = tmp_path / "hr"
     folder.mkdir()
     save_png(smooth_image(32, 32), folder / "a.png")
-    res = M.evaluate("bicubic", folder, 2)
+    res = M.evaluate("bicubic (MATLAB)", folder, 2)
     assert math.isnan(res["mean"]["lpips"]) and any("LPIPS unavailable" in n for n in res["notes"])
 
 

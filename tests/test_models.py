@@ -1,15 +1,22 @@
 """Model contract: shapes, the shared decoder, freezing, gradients, weights from the cache."""
 
+import inspect
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from srlib.models import (
     Decoder,
+    Encoder,
+    ResidualUpscaler,
     ResNetEncoder,
     ResNetUNetUpscaler,
     UNetEncoder,
     UNetUpscaler,
+    Upscaler,
     build_model,
 )
 
@@ -38,15 +45,48 @@ def test_output_shape(make, scale, hw):
     assert model(lq).shape == (2, 3, hw[0] * scale, hw[1] * scale)
 
 
-@pytest.mark.parametrize("encoder", [UNetEncoder(8, 3, 32), ResNetEncoder(3, pretrained=False)])
-def test_encoder_contract(encoder):
-    feats = encoder(torch.rand(1, 3, 32, 32))
+ENCODERS = {
+    "unet3": lambda: UNetEncoder(8, 3, 32),
+    "unet2": lambda: UNetEncoder(8, 2, 16),
+    "resnet3": lambda: ResNetEncoder(3, pretrained=False),
+    "resnet4": lambda: ResNetEncoder(4, pretrained=False),
+}
+
+
+@pytest.mark.parametrize("make", ENCODERS.values(), ids=ENCODERS.keys())
+@pytest.mark.parametrize("hw", [(32, 32), (37, 21)])
+def test_encoders_satisfy_the_encoder_protocol(make, hw):
+    encoder = make()
+    assert isinstance(encoder, Encoder) and isinstance(encoder, nn.Module)
+    assert isinstance(encoder.stride, int) and encoder.stride == 2 ** (
+        len(encoder.out_channels) - 1
+    )
+    h, w = hw
+    feats = encoder(torch.rand(1, 3, h, w))
+    assert isinstance(feats, list) and len(feats) == len(encoder.out_channels)
     assert [f.shape[1] for f in feats] == list(encoder.out_channels)
-    sizes = [f.shape[-1] for f in feats]
-    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 32  # highest resolution first
+    sizes = [tuple(f.shape[-2:]) for f in feats]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == (h, w)  # highest res. first
+    assert sizes[-1] == (math.ceil(h / encoder.stride), math.ceil(w / encoder.stride))
     # One decoder class serves both encoders and returns to the input resolution.
     out = Decoder(encoder.out_channels, [16] * (len(feats) - 1))(feats)
-    assert out.shape == (1, 16, 32, 32)
+    assert out.shape == (1, 16, h, w)
+
+
+def test_an_encoder_without_the_contract_is_refused():
+    class NoStride(nn.Module):
+        out_channels = (3, 3)
+
+        def forward(self, lq):
+            return [lq, lq[..., ::2, ::2]]
+
+    assert not isinstance(NoStride(), Encoder)
+    with pytest.raises(TypeError, match="stride"):
+        Upscaler(NoStride(), (8,), scale=2, head_channels=0, base="bicubic")
+    NoStride.stride = 2  # with it, the same module is an encoder
+    assert isinstance(NoStride(), Encoder)
+    model = Upscaler(NoStride(), (8,), scale=2, head_channels=0, base="bicubic")
+    assert model.stride == 2 and model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
 
 
 def test_default_models_report_params():
@@ -103,13 +143,54 @@ def test_residual_head_starts_near_base_upscale(make):
 
 
 def test_build_model_roundtrip():
-    for model in (tiny_unet(4), tiny_unet_hr_head(2), tiny_resnet(2)):
+    for model in (tiny_unet(4), tiny_unet_hr_head(2), tiny_resnet(2, feature_scale=0.5)):
         rebuilt = build_model(model.config)
+        assert rebuilt.config == model.config
         rebuilt.load_state_dict(model.state_dict())
         lq = torch.rand(1, 3, 12, 12)
         assert torch.equal(model.eval()(lq), rebuilt.eval()(lq))
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model({"arch": "nope"})
+
+
+def test_config_is_the_constructor_arguments():
+    model = UNetUpscaler(3, 8, 2, 16, decoder_channels=(16, 8), head_channels=4, base="bilinear")
+    assert model.config == {
+        "arch": "UNetUpscaler", "scale": 3, "width": 8, "depth": 2, "max_width": 16,
+        "decoder_channels": [16, 8], "head_channels": 4, "base": "bilinear",
+    }  # fmt: skip
+    # Exactly what the hand-written configs held before: resuming compares them (srlib.train).
+    assert UNetUpscaler().config == {
+        "arch": "UNetUpscaler", "scale": 2, "width": 32, "depth": 3, "max_width": 128,
+        "decoder_channels": [128, 64, 32], "head_channels": 0, "base": "bicubic",
+    }  # fmt: skip
+    # pretrained and download are not stored: rebuilding never downloads.
+    assert tiny_resnet(4, download=False, feature_scale=0.2).config == {
+        "arch": "ResNetUNetUpscaler", "scale": 4, "depth": 3, "decoder_channels": [16, 16, 8],
+        "head_channels": 0, "base": "bicubic", "feature_scale": 0.2,
+    }  # fmt: skip
+
+
+def test_old_checkpoint_configs_still_load():
+    # Checkpoints from before feature_scale existed were trained with unscaled features.
+    old = {"arch": "ResNetUNetUpscaler", "scale": 2, "depth": 3,
+           "decoder_channels": [16, 16, 8], "head_channels": 0, "base": "bicubic"}  # fmt: skip
+    model = build_model(old)
+    assert model.encoder.feature_scale == 1.0 and model.config == {**old, "feature_scale": 1.0}
+    assert not model.has_imagenet_weights  # weights come from the checkpoint, not ImageNet
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [UNetEncoder, ResNetEncoder, Decoder, ResidualUpscaler, Upscaler, UNetUpscaler,
+     ResNetUNetUpscaler],
+)  # fmt: skip
+def test_every_constructor_argument_is_documented(cls):
+    doc = inspect.getdoc(cls)
+    assert "\nArgs:\n" in doc, cls.__name__
+    args = doc.split("\nArgs:\n")[1]
+    for name in list(inspect.signature(cls.__init__).parameters)[1:]:
+        assert f"    {name}: " in args, f"{cls.__name__}: {name} is not documented"
 
 
 def test_imagenet_weights_from_cache(fake_imagenet_weights):

@@ -1,7 +1,9 @@
 """Both notebooks run end to end with the `smoke` preset and show figures, without errors."""
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -9,6 +11,32 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sources(path: Path) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
+
+
+def test_notebooks_match_their_generator_and_each_other(tmp_path):
+    """Edits belong in tools/make_notebooks.py: a notebook edited by hand fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", ROOT / "tools/make_notebooks.py"
+    )
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    for generated in generator.write(tmp_path):
+        assert _sources(ROOT / generated.name) == _sources(generated), (
+            f"{generated.name} differs from tools/make_notebooks.py: edit the template, run it, "
+            "and re-execute the notebooks"
+        )
+    unet, resnet = (
+        [src for kind, src in _sources(ROOT / name) if kind == "code"]
+        for name in ("upscale_unet.ipynb", "upscale_resnet.ipynb")
+    )
+    assert len(unet) == len(resnet) and unet[0] != resnet[0]
+    assert unet[1:] == resnet[1:]  # only the first code cell differs
 
 
 def _git_status() -> str | None:
@@ -26,9 +54,21 @@ def _git_status() -> str | None:
     return out.stdout
 
 
+@pytest.fixture
+def this_python_kernel(tmp_path, monkeypatch) -> str:
+    """A 'python3' kernel spec for this interpreter, first on JUPYTER_PATH: no registration step."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "Python 3", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "python3"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["upscale_unet.ipynb", "upscale_resnet.ipynb"])
-def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch):
+def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch, this_python_kernel):
     monkeypatch.setenv("SRLIB_PRESET", "smoke")
     monkeypatch.setenv("SRLIB_OUT_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("SRLIB_BENCHMARK", raising=False)
@@ -37,7 +77,7 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch):
     status = _git_status()
     nb = nbformat.read(ROOT / name, as_version=4)
     NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+        nb, timeout=900, kernel_name=this_python_kernel, resources={"metadata": {"path": str(ROOT)}}
     ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -344,6 +344,61 @@ class InterruptingSR(SRDataset):
         return super().__getitem__(i)
 
 
+class Signalling(TensorDataset):
+    """Sends this process SIGINT while serving item `at`: Ctrl-C or Jupyter's stop button."""
+
+    def __init__(self, data, at):
+        super().__init__(*data.tensors)
+        self.at, self.served = at, 0
+
+    def __getitem__(self, i):
+        self.served += 1
+        if self.served == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(i)
+
+
+def test_an_interrupt_stops_cleanly_and_keeps_the_history(tmp_path):
+    torch.manual_seed(0)
+    full = fit(
+        tiny_model(), PixelLoss("l1"), pairs(), pairs(4), cfg(tmp_path / "a"), progress=False
+    )
+    seen = []
+    torch.manual_seed(0)
+    # SIGINT while the batch of step 5 is loaded (items 17-20): step 5 completes, then fit stops.
+    h = fit(
+        tiny_model(),
+        PixelLoss("l1"),
+        Signalling(pairs(), 4 * 4 + 2),
+        pairs(4),
+        cfg(tmp_path / "b"),
+        progress=False,
+        on_validation=lambda hist: seen.append(hist["val"]["step"][-1]),
+    )
+    assert h["interrupted"] and h["step"] == [1, 2, 3, 4, 5]
+    assert len(h["train"]["total"]) == 5 and h["val"]["step"] == [3] and seen == [3]
+    assert load_checkpoint(tmp_path / "b" / "t" / "last.pt")["step"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = fit(
+        tiny_model(), PixelLoss("l1"), pairs(), pairs(4), cfg(tmp_path / "b"), progress=False
+    )
+    assert not resumed["interrupted"] and resumed["step"] == list(range(1, 7))
+    assert resumed["train"]["total"] == full["train"]["total"]
+    assert resumed["val"]["psnr"] == full["val"]["psnr"]
+
+
+def test_a_second_interrupt_aborts(tmp_path):
+    class Twice(Signalling):
+        def __getitem__(self, i):
+            if self.served == self.at:  # the item after the first signal: signal again
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().__getitem__(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Twice(pairs(), 2), None, cfg(tmp_path), progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resume_with_srdataset_gives_the_same_losses(tmp_path):
     import numpy as np
 
@@ -395,3 +450,27 @@ def test_resnet_unet_learns_with_and_without_imagenet_weights(weights, request, 
         hist = fit(model, PixelLoss("l1"), train_set, val_set, run, progress=False)
         gains.append(max(hist["val"]["psnr"]) - hist["val"]["base_psnr"])
     assert min(gains) > 0.3, gains
+
+
+def test_run_or_shipped_prefers_a_finished_run(tmp_path):
+    from srlib.train import run_or_shipped, save_checkpoint
+
+    shipped = tmp_path / "ship.pt"
+    with pytest.raises(FileNotFoundError):
+        run_or_shipped(tmp_path / "runs" / "t", shipped)
+    save_checkpoint(shipped, step=6, config={"steps": 6})
+    assert run_or_shipped(tmp_path / "runs" / "t", shipped)[0] == shipped
+    # An interrupted run is not used; a finished one is.
+    h = fit(
+        tiny_model(),
+        PixelLoss("l1"),
+        Signalling(pairs(), 6),
+        pairs(4),
+        cfg(tmp_path / "runs"),
+        progress=False,
+    )
+    assert h["interrupted"]
+    assert run_or_shipped(tmp_path / "runs" / "t", shipped)[0] == shipped
+    fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4), cfg(tmp_path / "runs"), progress=False)
+    path, about = run_or_shipped(tmp_path / "runs" / "t", shipped)
+    assert path == tmp_path / "runs" / "t" / "best.pt" and "latest finished run" in about
