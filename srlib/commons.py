@@ -2,6 +2,7 @@
 
     python -m srlib.commons list --contact you@example.org   # writes data/valued/valued_images.tsv
     python -m srlib.commons download data/valued/valued_images.tsv   # into data/valued/images/
+    python -m srlib.commons download data/valued/link_list.txt   # the seed's lists work as they are
 
 A list is a UTF-8 text file; every line is recognised on its own:
   - a TSV row under a header whose first column is "title" (what `list` writes, see COLUMNS),
@@ -20,7 +21,6 @@ import contextlib
 import dataclasses
 import email.utils
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from http.client import HTTPException
 from pathlib import Path
 
 from PIL import Image
@@ -291,7 +292,8 @@ def _api_query(http: _Http, api: str, params: dict[str, str]) -> dict:
             if e.code not in RETRY_STATUS:
                 raise CommonsError(f"API answered HTTP {e.code} ({api})") from None
             last = f"HTTP {e.code}"
-        except (OSError, http.client.HTTPException, ValueError) as e:  # timeouts, resets, bad JSON
+        # (HTTPException by name: the parameter `http` hides the http package here.)
+        except (OSError, HTTPException, ValueError) as e:  # timeouts, resets, bad JSON
             last = _describe(e)
         else:
             error = data.get("error") if isinstance(data, dict) else {"code": "not a JSON object"}
@@ -435,10 +437,22 @@ def write_list(items: Iterable[Item], path: str | os.PathLike) -> Path:
     return path
 
 
+def _iter_listed(path: str | os.PathLike, api: str, http: _Http) -> Iterator[Item]:
+    """The files a list names, as the API describes them now (renamed ones: current title)."""
+    titles = list(dict.fromkeys(item.title for item in parse_list(path)))
+    found = resolve_titles(titles, api=api, http=http)
+    missing = [title for title in titles if title not in found]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        _log(f"{len(missing)} of {len(titles)} files in {path} are not on Commons: {shown}")
+    yield from (found[title] for title in titles if title in found)
+
+
 def build_list(
     out: str | os.PathLike = DEFAULT_LIST,
     categories: Sequence[str] = (DEFAULT_CATEGORY,),
     *,
+    from_list: str | os.PathLike | None = None,
     api: str = API_URL,
     contact: str | None = None,
     max_files: int | None = None,
@@ -450,13 +464,18 @@ def build_list(
     max_delay: float = 60.0,
     progress: bool | None = None,
 ) -> list[Item]:
-    """List the files of categories through the API, filter them, and write the TSV to `out`."""
+    """List the files of categories (or named in `from_list`) through the API into a TSV."""
     http = _Http(contact, timeout, retries, base_delay, max_delay)
     items: list[Item] = []
     titles: set[str] = set()
+    sources = [from_list] if from_list is not None else categories
     with tqdm(unit="file", desc="listing", disable=_no_bars(progress)) as bar:
-        for category in categories:
-            for item in iter_category(category, api=api, http=http):
+        for source in sources:
+            if from_list is not None:
+                found = _iter_listed(source, api, http)
+            else:
+                found = iter_category(source, api=api, http=http)
+            for item in found:
                 if item.title in titles or (mimes and item.mime not in mimes):
                     continue
                 if min_side and min(item.width or 0, item.height or 0) < min_side:
@@ -514,7 +533,8 @@ def _item_from_ref(text: str) -> Item:
     if "thumb" in segments[:-1]:  # .../thumb/a/ab/Name.jpg/800px-Name.jpg -> Name.jpg
         i = segments.index("thumb")
         name = segments[i + 3] if len(segments) > i + 3 else name
-    name = name.rpartition("!")[2]  # archived versions: .../archive/a/ab/20100101000000!Name.jpg
+    if "archive" in segments[:-1]:  # old versions: .../archive/a/ab/20100101000000!Name.jpg
+        name = re.sub(r"^\d{14}!", "", name)  # only the timestamp: "woah!.jpg" is a real title
     return Item(title=_file_title(name), url=_quote_url(text))
 
 
@@ -758,7 +778,7 @@ def _transfer(item: Item, partial: Path, ctx: _Ctx) -> None:
             return  # nothing left to send: the partial may be whole already, _verify decides
         permanent = 400 <= e.code < 500 and e.code not in RETRY_STATUS
         raise _Fail(f"HTTP {e.code}", permanent, retry_after, e.code) from None
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, HTTPException) as e:
         raise _Fail(_describe(e)) from None
     with resp:
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -781,7 +801,7 @@ def _transfer(item: Item, partial: Path, ctx: _Ctx) -> None:
                     raise _Interrupted
                 try:
                     chunk = resp.read(CHUNK)
-                except (OSError, http.client.HTTPException) as e:
+                except (OSError, HTTPException) as e:
                     raise _Fail(_describe(e)) from None
                 if not chunk:
                     break
@@ -899,6 +919,15 @@ def _write_failures(path: Path, failed: list[Item]) -> Path | None:
     return path
 
 
+def _failures_path(source: object, folder: Path) -> Path:
+    """OUT/failures-<list name>: one per list, so downloading another list keeps this one's."""
+    if not isinstance(source, (str, os.PathLike)):
+        return folder / "failures.tsv"
+    name = Path(source).name
+    # A failure list being retried keeps its name: it is rewritten, or removed once all is done.
+    return folder / (name if name.startswith("failures") else f"failures-{name}")
+
+
 def _plan(
     items: list[Item],
     folder: Path,
@@ -1006,8 +1035,7 @@ def download(
     items = parse_list(source) if is_path else [dataclasses.replace(i) for i in source]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = Path(source).suffix if is_path and Path(source).suffix else ".tsv"
-    failures_path = Path(failures) if failures is not None else folder / f"failures{suffix}"
+    failures_path = Path(failures) if failures is not None else _failures_path(source, folder)
     if max_pixels is None:
         max_pixels = Image.MAX_IMAGE_PIXELS
     http = _Http(contact, timeout, retries, base_delay, max_delay)
@@ -1113,6 +1141,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"category to list, repeatable (default: {DEFAULT_CATEGORY!r}); "
         "only files directly in it, so name subcategories explicitly",
     )
+    p.add_argument(
+        "--from",
+        dest="from_list",
+        type=Path,
+        default=None,
+        help="instead of categories, the files named in this list (e.g. data/valued/link_list.txt)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_LIST, help="TSV to write")
     p.add_argument("--max-files", type=int, default=None, help="stop after this many files")
     p.add_argument("--min-side", type=int, default=0, help="drop images with a shorter side")
@@ -1139,7 +1174,7 @@ def _parser() -> argparse.ArgumentParser:
         help="allowed formats, comma-separated (jpeg,png,gif,webp,tiff; jpg and tif work too)",
     )
     p.add_argument(
-        "--failures", type=Path, default=None, help="failure list [OUT/failures.<list ext>]"
+        "--failures", type=Path, default=None, help="failure list [OUT/failures-<list name>]"
     )
     return parser
 
@@ -1150,10 +1185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = False if args.no_progress else None
     try:
         if args.command == "list":
+            if args.category and args.from_list:
+                raise ValueError("give --category or --from, not both")
             mimes = args.mime or list(DEFAULT_MIMES)
             items = build_list(
                 args.out,
                 args.category or [DEFAULT_CATEGORY],
+                from_list=args.from_list,
                 api=args.api,
                 contact=args.contact,
                 max_files=args.max_files,

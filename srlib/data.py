@@ -15,6 +15,7 @@ import argparse
 import functools
 import os
 import random
+import signal
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -294,7 +295,8 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
     """Write sources as lossless PNGs named by `source_name` (e.g. held-out photos to evaluate).
 
     Two sources with the same short name (sub/a.jpg and other/a.jpg) would overwrite each
-    other, so that is an error rather than a silently lost image.
+    other, so that is an error rather than a silently lost image. Other PNGs already in the
+    folder (an earlier, different split) are removed: the folder holds exactly these sources.
     """
     names = [source_name(s) for s in sources]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -302,6 +304,8 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
         raise ValueError(f"several sources share the name(s) {clashes}; rename the files")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in set(folder.glob("*.png")) - {folder / f"{n}.png" for n in names}:
+        stale.unlink()  # it would be scored along with these sources
     for src, name in zip(sources, names, strict=True):
         img = _read(src[1] if isinstance(src, tuple) else Path(src))
         img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
@@ -310,7 +314,12 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from its torch seed (for user transforms)."""
+    """Seed numpy and random in each worker from its torch seed; workers ignore SIGINT.
+
+    Ctrl-C and Jupyter's stop button signal the whole process group. The main process turns
+    that into a clean stop (`srlib.train.fit`); a worker that died of it would crash the run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -325,27 +334,47 @@ def make_loader(
     drop_last: bool = False,
     epoch: int = 0,
     start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """One epoch's DataLoader: order from (seed, epoch), crops from (seed, epoch, index).
 
     Everything random is a function of (seed, epoch, position), so a run gives the same batches
     with any number of workers, and `start` (samples to skip) resumes mid-epoch exactly.
     Workers are started per epoch (not persistent), so they see `dataset.set_epoch(epoch)`.
+
+    For DistributedDataParallel, `batch_size` is the global batch and `start` counts global
+    samples: process `rank` of `world_size` gets positions rank::world_size of each global
+    batch, `batch_size // world_size` samples a batch. The processes' batches of a step are
+    then together the one-process batch, whatever the number of processes, so a run can resume
+    with another one.
     """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not one of world_size {world_size} processes")
+    if batch_size % world_size:
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) does not split into {world_size} "
+            "equal per-process batches: choose a multiple of the number of processes"
+        )
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     if shuffle:
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(len(dataset), generator=gen).tolist()
+        order = torch.randperm(len(dataset), generator=gen).tolist()[start:]
     else:
-        order = list(range(len(dataset)))
+        order = list(range(start, len(dataset)))
+    if world_size > 1:
+        end = len(order) - len(order) % batch_size if drop_last else len(order)
+        global_batches = (order[i : min(i + batch_size, end)] for i in range(0, end, batch_size))
+        order = [j for b in global_batches for j in b[rank::world_size]]
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=order[start:],
+        batch_size=batch_size // world_size,
+        sampler=order,
         num_workers=workers,
         worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(seed),  # worker base seeds (user transforms)
+        # Worker base seeds (for user transforms): one stream per process.
+        generator=torch.Generator().manual_seed(seed + 1_000_003 * rank),
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
     )

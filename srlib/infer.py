@@ -499,3 +499,98 @@ def summarize_history(history: dict) -> dict:
         "train_seconds": history.get("train_seconds"),
         "samples_per_s": history.get("samples_per_s"),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX
+
+# Resize has had mode "cubic" with cubic_coeff_a (torch's bicubic is Keys a = -0.75) and
+# "half_pixel" coordinates (align_corners=False) since opset 11; 18 is the oldest opset the
+# torch.export-based exporter writes.
+ONNX_OPSET = 18
+# Sizes unlike the export's example (odd, non-square, batch 2): a size baked into the graph shows.
+ONNX_CHECK_SHAPES = ((1, 3, 32, 48), (1, 3, 57, 31), (2, 3, 64, 64))
+ONNX_TOLERANCE = 1e-4  # max abs difference to PyTorch, on outputs in [0, 1]
+
+
+class _Clamped(torch.nn.Module):
+    """model(lq).clamp(0, 1): what `upscale_tensor` returns, so the ONNX graph ends in a Clip."""
+
+    def __init__(self, model: Upscaler):
+        super().__init__()
+        self.model = model
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.model(lq).clamp(0, 1)
+
+
+def export_onnx(
+    model: Upscaler,
+    path: str | os.PathLike,
+    opset: int = ONNX_OPSET,
+    check_shapes: tuple[tuple[int, ...], ...] = ONNX_CHECK_SHAPES,
+    tol: float = ONNX_TOLERANCE,
+) -> dict[tuple[int, ...], float]:
+    """Write `model` as ONNX once onnxruntime matches PyTorch; returns max abs diff per shape.
+
+    The graph maps `lq` (B, 3, h, w) float32 RGB in [0, 1], any B, h, w, to `sr`
+    (B, 3, h*scale, w*scale) clamped to [0, 1]: `upscale_tensor`'s result, in one untiled pass
+    (memory grows with the image; tile large ones yourself). float32 weights whatever the
+    model's dtype. Random inputs of `check_shapes` run through onnxruntime and PyTorch; a
+    difference above `tol` raises ValueError and `path` is not written. Needs onnx, onnxscript
+    and onnxruntime (`pip install "srlib[onnx]"`).
+    """
+    import importlib.util
+
+    from torch.export import Dim
+
+    from srlib.io import atomic_write
+
+    needed = ("onnx", "onnxscript") + (("onnxruntime",) if check_shapes else ())
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install 'srlib[onnx]'")
+    net = _Clamped(copy.deepcopy(model).float().cpu()).eval()
+    dims = {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}
+    # The torch.export-based exporter (dynamo=True; torch's default since 2.9, needs
+    # onnxscript). The TorchScript one (dynamo=False) writes the same Resize nodes and matched
+    # as closely, but is deprecated. Example sizes distinct and > 1: no dimension specialised.
+    program = torch.onnx.export(
+        net,
+        (torch.rand(2, 3, 40, 56),),
+        input_names=["lq"],
+        output_names=["sr"],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes={"lq": dims},
+        external_data=False,  # one self-contained file: the weights are a few MB
+        verbose=False,
+    )
+    proto = program.model_proto
+    proto.doc_string = (
+        f"srlib {model.config['arch']} x{model.scale}: lq (B, 3, h, w) float32 RGB in [0, 1] "
+        f"-> sr (B, 3, {model.scale}h, {model.scale}w) in [0, 1]"
+    )
+    data = proto.SerializeToString()
+    diffs = {}
+    if check_shapes:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        gen = torch.Generator().manual_seed(0)
+        for shape in check_shapes:
+            lq = torch.rand(shape, generator=gen)
+            with torch.no_grad():
+                ref = net(lq).numpy()
+            (sr,) = session.run(None, {"lq": lq.numpy()})
+            if sr.shape != ref.shape:
+                raise ValueError(f"ONNX output shape {sr.shape} != PyTorch's {ref.shape}")
+            diffs[tuple(shape)] = float(np.abs(sr - ref).max())
+    if any(not d <= tol for d in diffs.values()):  # `not <=` also catches NaN
+        shown = ", ".join(f"{'x'.join(map(str, s))}: {d:.2e}" for s, d in diffs.items())
+        raise ValueError(
+            f"onnxruntime differs from PyTorch by more than {tol:g} ({shown}); nothing written"
+        )
+    with atomic_write(path) as f:
+        f.write(data)
+    return diffs

@@ -191,9 +191,13 @@ def _normalised_float(im: Image.Image, path: str | os.PathLike) -> Image.Image:
     return out
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) as stored, from the header only: cheap, catches non-images."""
-    with _load_errors(path, Image.MAX_IMAGE_PIXELS), open(path, "rb") as f:
+def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) as stored, from the header only: cheap, catches non-images.
+
+    `max_pixels` raises PIL's bomb limit for this call only (e.g. to size a large output).
+    """
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    with _pixel_limit(limit), _load_errors(path, limit), open(path, "rb") as f:
         with Image.open(f) as im:
             return im.size
 

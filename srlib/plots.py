@@ -199,18 +199,20 @@ def side_by_side(images: Mapping[str, torch.Tensor], title: str = "",
 
 
 class LiveLosses:
-    """Loss curves redrawn in place while `fit` runs: pass as `fit(..., on_validation=live)`.
+    """Loss curves redrawn in place while `fit` runs: `fit(..., on_validation=partial(live, name))`.
 
-    One figure per cell, updated every `every` validations (a new image replaces the old one
-    in the same output, so the cell does not fill up with figures). Outside IPython it does
-    nothing.
+    One figure for every run it is given (a new image replaces the old one in the same output,
+    so the cell does not fill up with figures), redrawn every `every` validations. Outside
+    IPython it only collects the histories.
     """
 
-    def __init__(self, finished: Mapping[str, dict], name: str, title: str = "", every: int = 2):
-        self.finished, self.name, self.title, self.every = dict(finished), name, title, every
+    def __init__(self, title: str = "", every: int = 2):
+        self.title, self.every = title, every
+        self.histories: dict[str, dict] = {}
         self.calls, self.handle = 0, None
 
-    def __call__(self, history: dict) -> None:
+    def __call__(self, name: str, history: dict) -> None:
+        self.histories[name] = history
         self.calls += 1
         if self.calls % self.every:
             return
@@ -221,7 +223,7 @@ class LiveLosses:
             return
         if get_ipython() is None:
             return
-        fig = plot_losses({**self.finished, self.name: history}, title=self.title + " (live)")
+        fig = plot_losses(self.histories, title=self.title + " (live)")
         if self.handle is None:
             self.handle = display(fig, display_id=True)
         else:
@@ -242,8 +244,8 @@ def before_after(before: torch.Tensor, after: torch.Tensor, labels: tuple[str, s
                  "after"), title: str = "") -> Figure:  # fmt: skip
     """A split view of two upscales of one photo, with a slider when ipywidgets can show one.
 
-    Returns the static figure (split in the middle), which committed notebooks keep; in a live
-    Jupyter session a slider below it moves the split.
+    Returns the static figure (split in the middle). In IPython it is shown at once, followed
+    by a slider that moves the split in a live session (committed notebooks keep the figure).
     """
     a, b = to_numpy(before), to_numpy(after)
     if a.shape != b.shape:
@@ -261,6 +263,8 @@ def before_after(before: torch.Tensor, after: torch.Tensor, labels: tuple[str, s
         return fig
     if get_ipython() is None:
         return fig
+    display(fig)
+    plt.close(fig)  # shown once, above the slider
 
     def png(split: float) -> bytes:
         buf = io.BytesIO()

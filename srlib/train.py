@@ -3,6 +3,9 @@
 A checkpoint is a plain dict (model and optimizer state_dicts, the model's constructor config,
 the training config, step, history) written atomically and read back with
 `torch.load(weights_only=True)`, so loading one never executes pickled code.
+
+Several GPUs: `torchrun --nproc_per_node N -m srlib train ...` runs one process per GPU;
+`distributed_setup()` joins them and `fit` trains with DistributedDataParallel (see `fit`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -115,6 +120,35 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def distributed_setup() -> tuple[int, int]:
+    """Join torchrun's process group if launched by torchrun; returns (rank, world_size).
+
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK: the group is initialised once (NCCL when
+    CUDA is available, else gloo) and each process takes GPU LOCAL_RANK. Calling it again, or
+    after the caller made the group itself, just reports it. Without torchrun: (0, 1).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if not dist.is_available() or not {"RANK", "WORLD_SIZE", "LOCAL_RANK"} <= set(os.environ):
+        return 0, 1
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world_size) of an initialised process group, else (0, 1); initialises nothing."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True in a single process and on rank 0: the one process that writes files and prints."""
+    return _rank_and_world()[0] == 0
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch RNGs."""
     random.seed(seed)
@@ -176,19 +210,29 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, 
     return model.to(device).eval(), ckpt
 
 
-def run_or_shipped(run_dir: str | os.PathLike, shipped: str | os.PathLike) -> tuple[Path, str]:
+def run_or_shipped(
+    run_dir: str | os.PathLike, shipped: str | os.PathLike, expect: dict | None = None
+) -> tuple[Path, str]:
     """The best checkpoint of a finished run in `run_dir`, else `shipped`; and a provenance line.
 
     For comparisons across notebooks: the other notebook's latest run if it finished (its
-    `best.pt`), otherwise the checkpoint the repository ships. Raises FileNotFoundError if
-    neither exists.
+    `best.pt`), otherwise the checkpoint the repository ships. `expect` (e.g. {"scale": 2}) are
+    training-config values a checkpoint must have: a run that differs is passed over, a shipped
+    checkpoint that differs is a ValueError. FileNotFoundError if neither exists.
     """
-    run_dir, shipped = Path(run_dir), Path(shipped)
+    run_dir, shipped, expect = Path(run_dir), Path(shipped), expect or {}
+
+    def mismatch(config: dict | None) -> str:
+        config = config or {}
+        return ", ".join(f"{k}={config.get(k)!r}" for k, v in expect.items() if config.get(k) != v)
+
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     if last.exists() and best.exists():
         ckpt = load_checkpoint(last)
         cfg, hist = ckpt.get("config") or {}, ckpt.get("history") or {}
-        if ckpt["step"] >= cfg.get("steps", math.inf) and not hist.get("interrupted"):
+        # Runs from before the 'finished' flag: finished when all steps were done.
+        finished = hist.get("finished", ckpt["step"] >= cfg.get("steps", math.inf))
+        if finished and not hist.get("interrupted") and not mismatch(cfg):
             b = load_checkpoint(best)
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(best.stat().st_mtime))
             return best, (
@@ -197,6 +241,8 @@ def run_or_shipped(run_dir: str | os.PathLike, shipped: str | os.PathLike) -> tu
             )
     if shipped.exists():
         ckpt = load_checkpoint(shipped)
+        if mismatch(ckpt.get("config")):
+            raise ValueError(f"{shipped} was trained with {mismatch(ckpt.get('config'))}")
         steps = (ckpt.get("config") or {}).get("steps")
         return shipped, f"{shipped}: the shipped checkpoint (step {ckpt.get('step')} of {steps})"
     raise FileNotFoundError(f"neither a finished run in {run_dir} nor {shipped} exists")
@@ -239,6 +285,7 @@ def _new_history() -> dict:
         "samples_per_s": None,
         "train_seconds": 0.0,
         "interrupted": False,  # the last session was stopped by Ctrl-C / a kernel interrupt
+        "finished": False,  # all steps done (or the time budget spent)
     }
 
 
@@ -263,8 +310,8 @@ def _stop_on_interrupt() -> Iterator[list[bool]]:
         return
     try:
         yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:  # None: a handler installed outside Python, which cannot be put back
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def learning_problem(history: dict) -> str | None:
@@ -283,11 +330,28 @@ def learning_problem(history: dict) -> str | None:
     )
 
 
+def _means(sums: list[torch.Tensor], n: int, across_ranks: bool) -> list[float]:
+    """sums / n, with sums and n first added over the processes of a DDP job if asked."""
+    total = torch.stack([*sums, torch.tensor(float(n), device=sums[0].device)])
+    if across_ranks:
+        dist.all_reduce(total)
+    *sums_, n_ = total.tolist()  # one device sync
+    return [s / n_ for s in sums_]
+
+
 @torch.no_grad()
 def validate(
-    model: nn.Module, loss_fn: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module,
+    loss_fn: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    across_ranks: bool = False,
 ) -> tuple[float, float]:
-    """Mean loss and mean RGB PSNR (dB) of `model` over a validation loader."""
+    """Mean loss and mean RGB PSNR (dB) of `model` over a validation loader.
+
+    across_ranks: under DDP, each process passes its share of the validation set and gets the
+    means over all of it; every process must then call this.
+    """
     was_training = model.training
     model.eval()
     loss_sum, psnr_sum, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
@@ -298,12 +362,18 @@ def validate(
         psnr_sum += psnr(sr, gt).sum()
         n += len(lq)
     model.train(was_training)
-    return loss_sum.item() / n, psnr_sum.item() / n
+    loss, psnr_ = _means([loss_sum, psnr_sum], n, across_ranks)
+    return loss, psnr_
 
 
 @torch.no_grad()
-def base_psnr(model: nn.Module, loader: DataLoader, device: torch.device) -> float | None:
-    """Mean RGB PSNR of the model's own classic upscale (its `base_upscale`), or None."""
+def base_psnr(
+    model: nn.Module, loader: DataLoader, device: torch.device, across_ranks: bool = False
+) -> float | None:
+    """Mean RGB PSNR of the model's own classic upscale (its `base_upscale`), or None.
+
+    across_ranks: as in `validate`.
+    """
     if not hasattr(model, "base_upscale"):
         return None
     total, n = torch.zeros((), device=device), 0
@@ -311,7 +381,21 @@ def base_psnr(model: nn.Module, loader: DataLoader, device: torch.device) -> flo
         lq, gt = to_device(lq, device), to_device(gt, device)
         total += psnr(model.base_upscale(lq), gt).sum()
         n += len(lq)
-    return total.item() / n
+    return _means([total], n, across_ranks)[0]
+
+
+def _process_device(device: torch.device) -> torch.device:
+    """This DDP process's device: GPU LOCAL_RANK on CUDA, else the CPU (gloo has no MPS)."""
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    if dist.get_backend() == "nccl":
+        raise ValueError(
+            f"device {device} cannot train under NCCL, which reduces CUDA tensors only: "
+            "use device 'auto' or 'cuda', or a gloo process group for the CPU"
+        )
+    return torch.device("cpu")
 
 
 def fit(
@@ -335,9 +419,28 @@ def fit(
     stop button) ends the run cleanly after the current step: checkpoint written, history
     returned with 'interrupted' True; calling fit again resumes. `on_validation(history)` is
     called after each validation, e.g. to redraw live loss curves.
+
+    Under torchrun (a process group of several processes, see `distributed_setup`) the model
+    trains as DistributedDataParallel, one GPU per process (LOCAL_RANK), or on the CPU with
+    gloo. `cfg.batch_size` is the global batch: each process takes batch_size // world_size
+    of it (`make_loader`) and the gradients are averaged, so with the same global batch and
+    steps the LR schedule and, up to float rounding, the run are those of one process, and
+    'last.pt' resumes with any number of processes. Each process validates its share of the
+    validation set. Rank 0 alone prints, calls `on_validation` and writes checkpoints (of the
+    plain model). All processes stop at the same step, on any one's interrupt; all raise on a
+    non-finite loss; all return the same history (timings aside).
     """
+    rank, world = _rank_and_world()
+    main = rank == 0
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    if world > 1:
+        device = _process_device(device)
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch and must split evenly over "
+            f"{world} processes: choose a multiple of {world}"
+        )
     # channels_last: oneDNN's fast convolution layout on CPU (2-6x here), also good on GPUs.
     model.to(device, memory_format=torch.channels_last).train()
     loss_fn.to(device, memory_format=torch.channels_last)
@@ -362,7 +465,8 @@ def fit(
         step, history = ckpt["step"], {**_new_history(), **ckpt["history"]}
         best = max(history["val"]["psnr"], default=-math.inf)
         torch.set_rng_state(ckpt["torch_rng"])
-        print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
+        if main:
+            print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
     budget = cfg.time_budget_s
     if step >= cfg.steps or (budget is not None and history["train_seconds"] >= budget):
         return history  # already finished: the model now holds its final weights
@@ -374,16 +478,50 @@ def fit(
         )
     steps_per_epoch = len(train_set) // cfg.batch_size
     use_amp = cfg.amp and device.type == "cuda"
+
+    net: nn.Module = model  # what the training step calls: the model or its DDP wrapper
+    control = None  # the process group that agrees on when to stop (None: the default one)
+    if world > 1:
+        # DDP copies rank 0's weights and buffers to all processes here and averages the
+        # gradients of the trainable parameters only: a frozen encoder takes no part (and its
+        # BatchNorm stays in eval mode, see ResNetEncoder).
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if dist.get_backend() != "gloo":
+            # Stop flags go over gloo on the CPU: reading an NCCL result every step would
+            # make the CPU wait for the GPU every step.
+            control = dist.new_group(backend="gloo")
+
+    def agree(stop_asked: bool, seconds: float) -> tuple[bool, float]:
+        """Any process's stop request and the slowest clock, the same in every process."""
+        if world == 1:
+            return stop_asked, seconds
+        both = torch.tensor([float(stop_asked), seconds], dtype=torch.float64)
+        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=control)
+        return bool(both[0]), float(both[1])
+
     val_loader = None
     if val_set is not None and len(val_set) > 0:
-        val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, workers=cfg.workers)
+        val_loader = make_loader(
+            val_set,
+            cfg.batch_size,
+            shuffle=False,
+            workers=cfg.workers,
+            rank=rank,
+            world_size=world,
+        )
         if history["val"]["base_psnr"] is None:
-            history["val"]["base_psnr"] = base_psnr(model, val_loader, device)
+            history["val"]["base_psnr"] = base_psnr(
+                model, val_loader, device, across_ranks=world > 1
+            )
 
     def checkpoint(path: Path) -> None:
+        if not main:
+            return
         save_checkpoint(
             path,
-            model=model.state_dict(),
+            model=model.state_dict(),  # the plain model's: no DDP "module." prefix
             model_config=model.config,
             optimizer=opt.state_dict(),
             config=dataclasses.asdict(cfg),
@@ -392,11 +530,16 @@ def fit(
             torch_rng=torch.get_rng_state(),
         )
 
+    def say(text: str) -> None:
+        if main:
+            bar.write(text)
+
     def alert(message: str) -> None:
         text = f"run {cfg.name!r} is NOT LEARNING: {message}."
         history["alerts"].append({"step": step, "message": text})
-        bar.write("\n".join(["!" * 80, "WARNING: " + text, "!" * 80]))
-        warnings.warn(text, NotLearningWarning, stacklevel=3)
+        say("\n".join(["!" * 80, "WARNING: " + text, "!" * 80]))
+        if main:
+            warnings.warn(text, NotLearningWarning, stacklevel=3)
 
     # Loss parts stay on the device and are fetched every `log_every` steps: one sync per
     # batch of steps instead of one per step (a GPU would otherwise wait on every .item()).
@@ -406,7 +549,11 @@ def fit(
     def flush() -> None:
         if not pending:
             return
-        rows = torch.stack(pending).tolist()  # (n_steps, 1 + n_parts), one device sync
+        rows = torch.stack(pending)  # (n_steps, 1 + n_parts)
+        if world > 1:
+            dist.all_reduce(rows)  # each process's mean over its equal share of the batch...
+            rows /= world  # ...averaged: the global batch's mean, the same in every process
+        rows = rows.tolist()  # one device sync
         first = step - len(rows) + 1
         pending.clear()
         for i, row in enumerate(rows):
@@ -422,7 +569,8 @@ def fit(
 
     def run_validation() -> None:
         nonlocal best
-        v_loss, v_psnr = validate(model, loss_fn, val_loader, device)
+        # The plain model, not the DDP wrapper: its forward is for training steps.
+        v_loss, v_psnr = validate(model, loss_fn, val_loader, device, across_ranks=world > 1)
         if not (math.isfinite(v_loss) and math.isfinite(v_psnr)):
             raise FloatingPointError(
                 f"{cfg.name}: validation at step {step} gave loss {v_loss}, PSNR {v_psnr}; "
@@ -437,7 +585,7 @@ def fit(
             history["val"][key].append(value)
         base = history["val"]["base_psnr"]
         gain = "" if base is None else f" ({v_psnr - base:+.2f} dB over its base upscale)"
-        bar.write(f"{cfg.name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB{gain}")
+        say(f"{cfg.name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB{gain}")
         if v_psnr > best:
             best = v_psnr
             checkpoint(run_dir / "best.pt")
@@ -445,17 +593,18 @@ def fit(
         if problem and not history["alerts"]:
             if len(history["val"]["psnr"]) >= STUCK_AFTER_VALIDATIONS or finished:
                 alert(problem)
-        if on_validation is not None:
+        if on_validation is not None and main:
             on_validation(history)
 
     spent = history["train_seconds"]  # wall-clock seconds of earlier (resumed) sessions
     history["interrupted"] = False
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, disable=not progress)
-    t0, samples, stop, finished = time.perf_counter(), 0, False, False
+    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, disable=not (progress and main))
+    t0, samples, stop, finished, elapsed = time.perf_counter(), 0, False, False, spent
     with _stop_on_interrupt() as interrupted:
         while not stop:
             # Order from (seed, epoch), crops from (seed, epoch, index): a resumed run continues
-            # with exactly the batches an uninterrupted one would have seen.
+            # with exactly the batches an uninterrupted one would have seen, with any number
+            # of processes (`start` counts global samples).
             epoch, offset = divmod(step, steps_per_epoch)
             loader = make_loader(
                 train_set,
@@ -466,23 +615,24 @@ def fit(
                 drop_last=True,
                 epoch=epoch,
                 start=offset * cfg.batch_size,
+                rank=rank,
+                world_size=world,
             )
             for lq, gt in loader:
-                elapsed = spent + time.perf_counter() - t0
                 progress_ = max(step / cfg.steps, elapsed / budget if budget else 0.0)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(progress_, step, cfg)
                 lq, gt = to_device(lq, device), to_device(gt, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    sr = model(lq)  # (B, 3, H, W)
+                    sr = net(lq)  # (B, 3, H, W)
                 loss, parts = loss_fn(sr.float(), gt)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # under DDP this also averages the gradients over processes
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 step += 1
-                samples += len(lq)
+                samples += len(lq) * world
 
                 history["step"].append(step)
                 history["lr"].append(opt.param_groups[0]["lr"])
@@ -490,27 +640,32 @@ def fit(
                 pending.append(torch.stack([loss.detach(), *parts.values()]))
                 bar.update(1)
 
-                out_of_time = budget is not None and spent + time.perf_counter() - t0 >= budget
-                finished = step >= cfg.steps or out_of_time
-                stop = finished or interrupted[0]
+                # Every process must stop at the same step (the others would wait forever for
+                # its gradients): one interrupt stops all, and all go by the slowest clock.
+                stop_asked, elapsed = agree(interrupted[0], spent + time.perf_counter() - t0)
+                finished = step >= cfg.steps or (budget is not None and elapsed >= budget)
+                stop = finished or stop_asked
                 validating = val_loader is not None and (step % cfg.val_every == 0 or finished)
-                checkpointing = step % cfg.checkpoint_every == 0 or stop
-                if len(pending) >= cfg.log_every or validating or checkpointing:
+                checkpointing = step % cfg.checkpoint_every == 0 and not stop  # stop: below
+                if len(pending) >= cfg.log_every or validating or checkpointing or stop:
                     flush()  # before any checkpoint: a non-finite loss never reaches one
                 if validating:
                     run_validation()
                 if checkpointing:
-                    history["train_seconds"] = spent + time.perf_counter() - t0
+                    history["train_seconds"] = elapsed
                     checkpoint(last)
                 if stop:
                     break
     bar.close()
-    elapsed = time.perf_counter() - t0
-    history["train_seconds"] = spent + elapsed
-    history["samples_per_s"] = samples / max(elapsed, 1e-9)
+    seconds = time.perf_counter() - t0
+    history["train_seconds"] = spent + seconds
+    history["samples_per_s"] = samples / max(seconds, 1e-9)
     history["interrupted"] = not finished
+    history["finished"] = finished
     checkpoint(last)
-    if not finished:
+    if world > 1:
+        dist.barrier(group=control)  # fit returns everywhere once last.pt is written
+    if not finished and main:
         print(
             f"{cfg.name}: interrupted at step {step}/{cfg.steps}; checkpoint {last} written, "
             "history kept. Run fit again to resume."

@@ -63,12 +63,32 @@ def test_per_file_errors_and_skips_go_to_stderr(tmp_path, ckpt, capsys):
     (src / "c.png").write_bytes(data[: len(data) // 2])  # truncated
     assert _up(ckpt, src, "-o", tmp_path / "out") == 1
     out, err = capsys.readouterr()
-    assert "ok: " in out and "done: 1 written, 1 skipped, 1 failed" in out
+    assert "ok: " in out and "done: 1 written, 0 skipped, 1 failed" in out
     assert "skip:" not in out and "error:" not in out
-    assert "skip: " in err and "notes.txt: not an image" in err
+    assert "notes.txt" not in out + err  # a folder yields its image files only
     assert "error: " in err and "c.png" in err
     assert (tmp_path / "out" / "a_x2.png").exists()
     assert not (tmp_path / "out" / "c_x2.png").exists()
+    # A non-image named directly is reported, on stderr.
+    assert _up(ckpt, src / "notes.txt", "-o", tmp_path / "out") == 0
+    out, err = capsys.readouterr()
+    assert "skip:" not in out and "skip: " in err and "notes.txt: not an image" in err
+
+
+def test_sidecar_files_do_not_block_the_photo(tmp_path, ckpt, capsys):
+    src = _photo(tmp_path / "in" / "photo.jpg").parent
+    (src / "photo.xmp").write_text("<x:xmpmeta/>")
+    (src / "photo.CR2").write_bytes(b"raw")
+    assert _up(ckpt, src, "-o", tmp_path / "out") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo_x2.png"]
+
+
+def test_several_folders_keep_their_names(tmp_path, ckpt, capsys):
+    a = _photo(tmp_path / "a" / "photo.png").parent
+    b = _photo(tmp_path / "b" / "photo.png", seed=1).parent
+    assert _up(ckpt, a, b, "-o", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "a" / "photo_x2.png").exists()
+    assert (tmp_path / "out" / "b" / "photo_x2.png").exists()
 
 
 def _bad_output(tmp_path, ckpt):

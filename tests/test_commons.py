@@ -61,8 +61,7 @@ def _assert_clean(out: Path, fake: FakeCommons, expected: list[str]) -> None:
     """Exactly the expected titles are under final names, byte-identical; no partial files."""
     names = {commons.safe_name(t): t for t in expected}
     present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    present.discard("failures.tsv")
-    present.discard("failures.txt")
+    present = {name for name in present if not name.startswith("failures")}
     assert present == set(names)
     for name, title in names.items():
         assert _sha1(out / name) == hashlib.sha1(fake.files[title]).hexdigest(), name
@@ -78,11 +77,14 @@ def test_parse_list_reads_the_seed_formats(tmp_path):
         "https://commons.wikimedia.org/wiki/File:Anaea_archidona_(Male)_(2).jpg",
         "https://commons.wikimedia.org/wiki/File:Zo%C3%AFsite.jpg",
         "https://commons.wikimedia.org/wiki/File:Harpoceras_%26_Ichtyosaure_(p).jpg",
+        "https://commons.wikimedia.org/wiki/File:Singapore_Airlines_Airbus_A380_woah!.jpg",
     ]
     upload_urls = [
         "https://upload.wikimedia.org/wikipedia/commons/d/d2/Zo%C3%AFsite.jpg",
         "https://upload.wikimedia.org/wikipedia/commons/f/f0/20040514_large_hail_5.25%22.jpg",
         "https://upload.wikimedia.org/wikipedia/commons/thumb/6/6b/Herschelite.jpg/800px-Herschelite.jpg",
+        "https://upload.wikimedia.org/wikipedia/commons/2/21/Singapore_Airlines_Airbus_A380_woah%21.jpg",
+        "https://upload.wikimedia.org/wikipedia/commons/archive/2/21/20100101000000!Zo%C3%AFsite.jpg",
     ]
     path = tmp_path / "links.txt"
     text = "# comment\n\n" + "\r\n".join(page_urls + upload_urls) + "\r\n"
@@ -92,15 +94,19 @@ def test_parse_list_reads_the_seed_formats(tmp_path):
         "File:Anaea archidona (Male) (2).jpg",
         "File:Zoïsite.jpg",
         "File:Harpoceras & Ichtyosaure (p).jpg",
+        "File:Singapore Airlines Airbus A380 woah!.jpg",  # a "!" in a title is no archive mark
         "File:Zoïsite.jpg",
         'File:20040514 large hail 5.25".jpg',
         "File:Herschelite.jpg",
+        "File:Singapore Airlines Airbus A380 woah!.jpg",
+        "File:Zoïsite.jpg",  # an old version: only the archive timestamp is dropped
     ]
-    assert [i.url for i in items[:3]] == ["", "", ""]  # file pages: resolved later via the API
-    assert [i.url for i in items[3:]] == upload_urls  # already encoded: kept byte for byte
+    assert [i.url for i in items[:4]] == [""] * 4  # file pages: resolved later via the API
+    assert [i.url for i in items[4:]] == upload_urls  # already encoded: kept byte for byte
     assert [i.line for i in items] == page_urls + upload_urls
     assert safe_name(items[1].title) == "Zoïsite.jpg"
-    assert safe_name(items[4].title) == "20040514_large_hail_5.25_.jpg"
+    assert safe_name(items[3].title) == "Singapore_Airlines_Airbus_A380_woah!.jpg"
+    assert safe_name(items[5].title) == "20040514_large_hail_5.25_.jpg"
 
 
 def test_parse_list_tsv_round_trip_and_bad_lines(tmp_path):
@@ -131,6 +137,43 @@ def test_write_list_failing_midway_keeps_the_old_list_and_no_temp_file(tmp_path)
         commons.write_list(items(), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["list.tsv"]  # no temp file left behind
+
+
+# The seed project's lists shipped in data/valued/: lines, distinct files, jpeg/png files.
+SHIPPED = {
+    "link_list.txt": (3268, 3265, 3208),
+    "dl_links1.txt": (399, 399, 394),
+    "dl_links2.txt": (499, 499, 492),
+    "dl_links3.txt": (499, 499, 489),
+    "dl_links4.txt": (499, 499, 491),
+    "dl_links5.txt": (499, 499, 494),
+    "dl_links6.txt": (499, 499, 488),
+}
+
+
+def test_shipped_lists_parse_into_safe_distinct_names_as_readme_counts(tmp_path):
+    valued = REPO / "data" / "valued"
+    readme = (valued / "README.md").read_text(encoding="utf-8")
+    assert sorted(p.name for p in valued.glob("*.txt")) == sorted(SHIPPED)
+    for list_name, (n_lines, n_files, n_images) in SHIPPED.items():
+        items = parse_list(valued / list_name)
+        assert len(items) == n_lines, list_name
+        if list_name == "link_list.txt":  # file pages, resolved through the API when downloading
+            assert all(i.description_url.startswith("https://commons.wikimedia.org/wiki/File:")
+                       and not i.url for i in items)  # fmt: skip
+        else:
+            upload = "https://upload.wikimedia.org/wikipedia/commons/"
+            assert all(i.url.startswith(upload) and i.title for i in items)
+        titles = list(dict.fromkeys(i.title for i in items))
+        images = [t for t in titles if commons._format_of(Item(t)) in commons.DEFAULT_FORMATS]
+        assert (len(titles), len(images)) == (n_files, n_images), list_name
+        names = [safe_name(t) for t in titles]
+        assert len({n.casefold() for n in names}) == len(names)  # no two files share a name
+        for title, name in zip(titles, names, strict=True):
+            assert commons._inside(tmp_path, name).parent == tmp_path.resolve()
+            assert Path(name).suffix == Path(title).suffix  # or find_images would skip it
+        row = f"| `{list_name}` | {n_lines:,} | {n_files:,} | {n_images:,} |"
+        assert row in readme, f"data/valued/README.md should have the row {row}"
 
 
 # ---------------------------------------------------------------------------- file names
@@ -218,6 +261,36 @@ def test_build_list_stops_at_max_files_and_cli_writes_tsv(fake, tmp_path, capsys
     assert "wrote 1 files" in capsys.readouterr().out
 
 
+def test_list_from_a_seed_list_gives_sizes_and_licences_before_downloading(fake, tmp_path, capsys):
+    titles = _add_files(fake, ["Zoïsite.jpg", "Coenophlebia archidona.jpg", "Plain.png"])
+    fake.redirects["File:Anaea archidona.jpg"] = "File:Coenophlebia archidona.jpg"  # renamed
+    gif = fake.add("File:Anim.gif", make_image(64, 48, "GIF"), category=None)
+    page = "https://commons.wikimedia.org/wiki/File:"
+    seed = tmp_path / "link_list.txt"
+    seed.write_text(
+        f"{page}Zo%C3%AFsite.jpg\n{page}Anaea_archidona.jpg\n{fake.url('File:Plain.png')}\n"
+        f"{page}Anim.gif\n{page}Gone.jpg\n{fake.url('File:Zoïsite.jpg')}\n"
+    )
+    tsv = tmp_path / "link_list.tsv"
+    argv = ["list", "--from", str(seed), "--out", str(tsv), "--api", fake.api]
+    argv += ["--contact", CONTACT, "--no-progress"]
+    assert commons.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "wrote 3 files" in out  # gif: not an allowed MIME type; Gone: not on Commons
+    assert f"1 of 5 files in {seed} are not on Commons: File:Gone.jpg" in err
+    items = parse_list(tsv)
+    assert [i.title for i in items] == titles  # list order, current titles
+    assert [(i.size, i.sha1) for i in items] == [
+        (len(fake.files[t]), hashlib.sha1(fake.files[t]).hexdigest()) for t in titles
+    ]
+    assert all(i.license == "CC BY-SA 4.0" and i.artist == "Jane & Doe" for i in items)
+    assert not fake.file_requests(titles[0]) and not fake.file_requests(gif)  # nothing fetched
+    assert commons.main([*argv, "--category", "Category:X"]) == 2
+    assert "give --category or --from, not both" in capsys.readouterr().err
+    assert download(tsv, tmp_path / "images", api=fake.api, progress=False, **FAST).ok
+    _assert_clean(tmp_path / "images", fake, titles)
+
+
 def test_contact_comes_from_env_or_a_warning(fake, tmp_path, monkeypatch):
     _category(fake)
     monkeypatch.setenv("SRLIB_CONTACT", "env@example.invalid")
@@ -232,6 +305,28 @@ def test_api_errors_are_clear(fake, tmp_path):
     fake.api_faults = ["503"] * 10
     with pytest.raises(CommonsError, match="after 4 attempts: HTTP 503"):
         commons.build_list(tmp_path / "x.tsv", api=fake.api, **FAST)
+    assert not (tmp_path / "x.tsv").exists()
+
+
+def test_api_connection_resets_are_retried_then_reported_per_file(fake, tmp_path, capsys):
+    titles = _add_files(fake, ["Zoïsite.jpg", "Plain.png"])
+    listing = tmp_path / "link_list.txt"
+    listing.write_text("".join(f"https://commons.wikimedia.org/wiki/{t}\n" for t in titles))
+    out = tmp_path / "images"
+    argv = ["download", str(listing), "--out", str(out), "--api", fake.api, "--contact", CONTACT]
+    argv += ["--retries", "2", "--base-delay", "0.01", "--no-progress"]
+    fake.api_faults = ["reset"] * 3  # one more than --retries: the API stays unreachable
+    assert commons.main(argv) == 1
+    report = capsys.readouterr().out
+    assert report.count("could not resolve through the API: API request failed after 3") == 2
+    assert (out / "failures-link_list.txt").read_text() == listing.read_text()
+    fake.api_faults = ["reset", "reset"]  # transient: the third attempt gets through
+    assert commons.main(["download", str(out / "failures-link_list.txt"), *argv[2:]]) == 0
+    _assert_clean(out, fake, titles)
+    assert not list(out.glob("failures*"))
+    fake.api_faults = ["reset"] * 4  # FAST: 3 retries
+    with pytest.raises(CommonsError, match="after 4 attempts"):  # `list --from` gives up too
+        commons.build_list(tmp_path / "x.tsv", from_list=listing, api=fake.api, **FAST)
     assert not (tmp_path / "x.tsv").exists()
 
 
@@ -259,7 +354,7 @@ def test_download_recovers_from_transient_faults(fake, tmp_path):
     out = tmp_path / "images"
     summary = download(listing, out, workers=4, api=fake.api, progress=False, **FAST)
     assert summary.ok and sorted(summary.downloaded) == sorted(titles), summary
-    assert summary.failures_path is None and not (out / "failures.tsv").exists()
+    assert summary.failures_path is None and not list(out.glob("failures*"))
     _assert_clean(out, fake, titles)
     # The truncated file was resumed with a Range request answered 206, not fetched twice.
     ranges = [e["range"] for e in fake.file_requests("File:Truncated.jpg")]
@@ -316,16 +411,18 @@ def test_download_permanent_failures_write_a_retry_list(fake, tmp_path, capsys):
     _assert_clean(out, fake, good)
     # The failure list has the input's header and the failed rows verbatim.
     lines = listing.read_text().splitlines()
-    failed_lines = (out / "failures.tsv").read_text().splitlines()
+    failures = out / "failures-list.tsv"  # named after the list: other lists keep theirs
+    assert f"failure list: {failures} (pass it to `download` to retry)" in report
+    failed_lines = failures.read_text().splitlines()
     assert failed_lines[0] == lines[0]
     assert set(failed_lines[1:]) == {ln for ln in lines[1:] if ln.split("\t")[0] in reasons}
     # Once the causes are gone, running the failure list fixes everything and removes it.
     fake.faults.clear()
     fake.add("File:Gone.jpg", make_image(64, 48, seed=3), category=None)
-    ok_items = [i for i in parse_list(out / "failures.tsv") if i.title != huge]
-    commons.write_list(ok_items, out / "failures.tsv")  # huge really is too big: drop it
-    assert commons.main(["download", str(out / "failures.tsv"), *common]) == 0
-    assert not (out / "failures.tsv").exists()
+    ok_items = [i for i in parse_list(failures) if i.title != huge]
+    commons.write_list(ok_items, failures)  # huge really is too big: drop it
+    assert commons.main(["download", str(failures), *common]) == 0
+    assert not list(out.glob("failures*"))  # the retried list is removed, not renamed
     _assert_clean(out, fake, good + bad_titles + [wide, "File:Gone.jpg"])
 
 
@@ -347,7 +444,7 @@ def test_download_page_url_list_resolves_in_batches_of_50(fake, tmp_path):
     api = fake.api_requests()
     assert [len(e["params"]["titles"].split("|")) for e in api] == [50, 5]
     _assert_clean(out, fake, titles[:2] + ["File:Ü.png"])  # saved under its current name
-    assert (out / "failures.txt").read_text().splitlines() == lines[3:]  # same format as input
+    assert (out / "failures-link_list.txt").read_text().splitlines() == lines[3:]  # as input
 
 
 def test_download_upload_url_list_without_checksums(fake, tmp_path):

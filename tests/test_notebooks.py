@@ -92,3 +92,34 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch, this_pytho
     assert after == before
     assert _git_status() == status  # nothing else in the repository changed either
     assert (tmp_path / "runs").is_dir() and os.listdir(tmp_path / "runs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["upscale_unet.ipynb", "upscale_resnet.ipynb"])
+def test_notebook_runs_on_downloaded_photos(name, tmp_path, monkeypatch, this_python_kernel):
+    """A folder of photos (as `python -m srlib.commons download` leaves it), without the
+    embedded photos the notebooks name (chelsea, moon): every cell must still run."""
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        coarse = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+        photo = Image.fromarray(coarse).resize((88, 72), Image.BICUBIC)  # smooth, 88x72
+        photo.save(images / f"File_{i}.{'jpg' if i % 2 else 'png'}")
+    monkeypatch.setenv("SRLIB_PRESET", "smoke")
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("SRLIB_OUT_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("SRLIB_BENCHMARK", raising=False)
+    monkeypatch.delenv("SRLIB_SAVE", raising=False)
+    nb = nbformat.read(ROOT / name, as_version=4)
+    NotebookClient(
+        nb, timeout=900, kernel_name=this_python_kernel, resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "8 downloaded photos" in text and "held out:   File_" in text
+    assert "over bicubic" in text

@@ -57,10 +57,11 @@ def test_live_losses_redraw_one_output_in_place(monkeypatch):
         IPython.display, "display", lambda fig, display_id: shown.append(fig) or Handle()
     )
     history = {"step": [1, 2], "train": {"total": [0.5, 0.4]}, "val": {"step": [2], "psnr": [30]}}
-    live = plots.LiveLosses({}, "run", every=2)
-    for _ in range(6):
-        live(history)
+    live = plots.LiveLosses(every=2)
+    for name in ("a", "a", "a", "b", "b", "b"):
+        live(name, history)
     assert len(shown) == 1 and len(updated) == 2  # every 2nd validation, one display handle
+    assert list(live.histories) == ["a", "b"]  # both runs in the one figure
 
 
 def test_before_after_splits_at_the_given_fraction():

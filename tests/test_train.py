@@ -387,6 +387,32 @@ def test_an_interrupt_stops_cleanly_and_keeps_the_history(tmp_path):
     assert resumed["val"]["psnr"] == full["val"]["psnr"]
 
 
+class SignallingGroup(TensorDataset):
+    """In a DataLoader worker: SIGINT to the worker and the main process, as Ctrl-C sends it."""
+
+    def __getitem__(self, i):
+        if i == 0 and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getppid(), signal.SIGINT)
+        return super().__getitem__(i)
+
+
+def test_an_interrupt_with_dataloader_workers_stops_cleanly(tmp_path, monkeypatch):
+    import functools
+
+    import srlib.data
+
+    # Spawned workers start with Python's default SIGINT handler (forked ones would inherit
+    # fit's), as with the spawn/forkserver start methods of macOS, Windows and Python 3.14.
+    loader = functools.partial(srlib.data.DataLoader, multiprocessing_context="spawn")
+    monkeypatch.setattr(srlib.data, "DataLoader", loader)
+    run = cfg(tmp_path, steps=40, workers=2, val_every=100, checkpoint_every=100)
+    data = SignallingGroup(*pairs(n=8).tensors)  # item 0 comes once per epoch (2 steps)
+    h = fit(tiny_model(), PixelLoss("l1"), data, None, run, progress=False)
+    assert h["interrupted"] and 1 <= len(h["step"]) < 40
+    assert load_checkpoint(tmp_path / "t" / "last.pt")["step"] == len(h["step"])
+
+
 def test_a_second_interrupt_aborts(tmp_path):
     class Twice(Signalling):
         def __getitem__(self, i):
@@ -472,5 +498,8 @@ def test_run_or_shipped_prefers_a_finished_run(tmp_path):
     assert h["interrupted"]
     assert run_or_shipped(tmp_path / "runs" / "t", shipped)[0] == shipped
     fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4), cfg(tmp_path / "runs"), progress=False)
-    path, about = run_or_shipped(tmp_path / "runs" / "t", shipped)
+    path, about = run_or_shipped(tmp_path / "runs" / "t", shipped, expect={"scale": 2})
     assert path == tmp_path / "runs" / "t" / "best.pt" and "latest finished run" in about
+    # A run with another scale is passed over; a shipped checkpoint that differs is an error.
+    with pytest.raises(ValueError, match="scale=None"):
+        run_or_shipped(tmp_path / "runs" / "t", shipped, expect={"scale": 3})

@@ -8,6 +8,7 @@ template); then re-run the notebooks to refresh their outputs.
 """
 
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat as nbf
@@ -83,6 +84,9 @@ from srlib.train import fit, load_model, preset, restore_best, run_or_shipped, s
 
 # "quick": CPU, about 5 minutes; "full": GPU, the seed's scale; "smoke": seconds (tests).
 PRESET = os.environ.get("SRLIB_PRESET", "quick")
+# Photos: data/valued (downloaded Commons photos, see README) or any folder with an images/
+# subfolder; the embedded photos when it has none.
+DATA_DIR = os.environ.get("SRLIB_DATA", "data/valued")
 # A benchmark folder to evaluate on as well, e.g. "../shared/datasets/Set5" (off by default:
 # benchmark sets cannot ship with the repository).
 BENCHMARK = os.environ.get("SRLIB_BENCHMARK")
@@ -98,7 +102,7 @@ FIGURES = Path(cfg.out_dir) / cfg.name / "figures"
 FIGURES.mkdir(parents=True, exist_ok=True)
 cfg"""
 
-DATA = """sources, about = data.default_sources("data/valued")
+DATA = """sources, about = data.default_sources(DATA_DIR)
 print(about)
 # Split by image, never by crop. Held-out photos (the final table, the figures) are never
 # trained on and never pick a checkpoint; validation photos pick each run's best checkpoint.
@@ -133,15 +137,15 @@ WEIGHTS = ("ImageNet ResNet18 weights" if perceptual.has_imagenet_weights
 print(("" if perceptual.has_imagenet_weights else "WARNING: ") + WEIGHTS)"""
 
 TRAIN = """models, histories = {}, {}
+# One figure of loss curves, redrawn in this cell's output every 2 validations while training.
+live = plots.LiveLosses(title=f"{LABEL} x{cfg.scale} ({WEIGHTS})")
 for loss_name in ("l1", "perceptual"):
     run = replace(cfg, name=f"{KIND}_{loss_name}", loss=loss_name)
     seed_everything(run.seed)  # the same initial weights on every run
-    models[loss_name] = make_model()
-    # Loss curves redrawn in this cell's output every 2 validations while the model trains.
-    live = plots.LiveLosses(histories, loss_name, title=f"{LABEL} x{cfg.scale} ({WEIGHTS})")
-    h = histories[loss_name] = fit(
-        models[loss_name], make_loss(loss_name), train_set, val_set, run, on_validation=live
-    )
+    net = make_model()
+    h = fit(net, make_loss(loss_name), train_set, val_set, run,
+            on_validation=partial(live, loss_name))
+    models[loss_name], histories[loss_name] = net, h
     if h["interrupted"]:  # the stop button: keep this model as it is, skip the other runs
         print(f"{run.name}: stopped after {len(h['step'])} steps; the cells below use it as is")
         break
@@ -182,8 +186,9 @@ others = {}
 for k in ("l1", "perceptual"):
     shipped = Path("checkpoints") / f"{other_shipped}{'' if k == 'l1' else '_' + k}_x{cfg.scale}.pt"
     try:
-        path, provenance = run_or_shipped(Path(cfg.out_dir) / f"{other_kind}_{k}", shipped)
-    except FileNotFoundError as e:
+        path, provenance = run_or_shipped(Path(cfg.out_dir) / f"{other_kind}_{k}", shipped,
+                                          expect={"scale": cfg.scale})
+    except (FileNotFoundError, ValueError) as e:
         print(f"{other_label} ({k}) not compared: {e}")
         continue
     others[f"{other_label} ({k})"] = load_model(path)[0]
@@ -228,7 +233,6 @@ base_name = models["l1"].base_label  # "bicubic (torch)": the kernel the models 
 base = models["l1"].base_upscale(hero_lq).clamp(0, 1)
 plots.before_after(base, hero_sr[f"{LABEL} (l1)"], (base_name, f"{LABEL} (l1)"),
                    title=f"{HERO} (held out) x{cfg.scale}")
-plt.show()
 fig = plots.side_by_side({base_name: base, **hero_sr, "ground truth": hero_gt}, ncols=3,
                          title=f"{HERO} (held out) x{cfg.scale}: bicubic vs learned ({WEIGHTS})")
 for folder in [FIGURES] + ([Path("images")] if SAVE else []):
@@ -237,7 +241,7 @@ for folder in [FIGURES] + ([Path("images")] if SAVE else []):
 SAVE_CELL = """# Small fp16 models of this run go to runs/; SRLIB_SAVE=1 also refreshes the repository's
 # checkpoints/, with the models that pass the floor only.
 results = {r["method"]: r for r in rows if r["dataset"] == "held-out photos"}
-for k in models:
+for k in histories:
     name = f"{SHIPPED}{'' if k == 'l1' else '_' + k}_x{cfg.scale}.pt"
     if histories[k]["interrupted"]:
         print(f"not exporting {name}: its run was interrupted")
@@ -328,7 +332,10 @@ def write(folder: Path) -> list[Path]:
         paths.append(Path(folder) / k["file"])
         nbf.write(build(kind), paths[-1])
     # The templates are written for reading; ruff gives the cells the repository's format.
-    subprocess.run(["ruff", "format", "--quiet", *map(str, paths)], check=True)
+    # Its settings come from this repository's pyproject.toml, wherever this runs from.
+    config = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    ruff = [sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(config)]
+    subprocess.run([*ruff, *map(str, paths)], check=True)
     return paths
 
 

@@ -1,0 +1,216 @@
+"""Multi-process training (DistributedDataParallel over gloo on the CPU) matches one process."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from subprocess import PIPE
+
+import pytest
+import torch
+
+from srlib.data import make_loader
+from srlib.losses import PixelLoss
+from srlib.train import (
+    TrainConfig,
+    distributed_setup,
+    fit,
+    is_main_process,
+    load_checkpoint,
+    load_model,
+)
+from tests.test_train import Signalling, pairs, tiny_model
+
+# Two processes add the same numbers in another order (a gradient is the mean of two half
+# batches' means), and Adam, which divides each gradient by its running size, turns the
+# last-bit differences of near-zero gradients into differences of up to about 1% of a step
+# (lr). Weights must agree to a tenth of a step; measured: 6e-7 for lr 1e-4 after 6 steps.
+LR = 1e-4
+TOLERANCE = 0.1 * LR
+
+# The lr is too small to learn anything in 6 steps, which fit reports loudly: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")
+
+WORKER = """
+import json, sys
+import torch
+sys.path.insert(0, {repo!r})
+from srlib.losses import PixelLoss
+from srlib.models import ResNetUNetUpscaler
+from srlib.train import TrainConfig, distributed_setup, fit, is_main_process, save_checkpoint
+from tests.test_train import Signalling, pairs, tiny_model
+
+rank, world = distributed_setup()
+assert distributed_setup() == (rank, world) == (rank, 2), (rank, world)  # idempotent
+assert is_main_process() == (rank == 0)
+args = json.loads(sys.argv[1])
+torch.manual_seed(rank)  # different initial weights: DDP must start all from rank 0's
+if args["model"] == "resnet":
+    model = ResNetUNetUpscaler(2, depth=1, decoder_channels=(8,), pretrained=False,
+                               download=False)
+else:
+    model = tiny_model()
+if rank:  # BatchNorm statistics too must start as rank 0's
+    for buffer in model.encoder.buffers():
+        buffer.add_(1)
+data = pairs()
+if args.get("signal_at") and rank == 1:  # Ctrl-C reaches one process only
+    data = Signalling(data, args["signal_at"])
+val = pairs(5, seed=1) if args.get("val") else None  # 5: the processes get 3 and 2
+hist = fit(model, PixelLoss("l1"), data, val, TrainConfig(**args["cfg"]), progress=False)
+if args["model"] == "resnet":  # frozen: weights and BatchNorm statistics of rank 0's start
+    torch.manual_seed(0)
+    start = ResNetUNetUpscaler(2, depth=1, decoder_channels=(8,), pretrained=False,
+                               download=False)
+    assert all(torch.equal(v, start.encoder.state_dict()[k])
+               for k, v in model.encoder.state_dict().items())
+save_checkpoint(f"{{args['out']}}/rank{{rank}}.pt", model=model.state_dict(), history=hist)
+print("rank", rank, "done")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(tmp_path, **args) -> list[dict]:
+    """Run WORKER in 2 processes under torchrun; each process's saved model and history."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(repo=os.getcwd()))
+    out = tmp_path / "ranks"
+    out.mkdir(exist_ok=True)
+    # gloo on the CPU, even on a GPU machine; one thread per process on 2 cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
+        *("--master_addr", "127.0.0.1", "--master_port", str(free_port())),
+        *(str(script), json.dumps({**args, "out": str(out)})),
+    ]
+    with subprocess.Popen(cmd, env=env, stdout=PIPE, stderr=PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not run()'s SIGKILL: torchrun passes it on to its workers, which live in
+            # sessions of their own and would otherwise hang on forever.
+            proc.terminate()
+            stderr = proc.communicate(timeout=60)[1]
+            pytest.fail(f"the processes hung (a collective not all joined):\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return [load_checkpoint(out / f"rank{r}.pt") for r in (0, 1)]
+
+
+def config(folder, **kw) -> TrainConfig:
+    base = dict(
+        name="d",
+        steps=6,
+        batch_size=4,
+        lr=LR,
+        warmup_steps=1,
+        val_every=3,
+        checkpoint_every=3,
+        log_every=2,
+        out_dir=str(folder),
+        seed=1,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def one_process(folder, **kw) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(0)  # rank 0's initial weights
+    model = tiny_model()
+    run = config(folder, **kw)
+    hist = fit(model, PixelLoss("l1"), pairs(), pairs(5, seed=1), run, progress=False)
+    return model, hist
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_make_loader_splits_each_global_batch_over_the_processes():
+    def batches(start, rank=0, world=1):
+        loader = make_loader(range(14), 4, seed=3, drop_last=True, start=start, rank=rank,
+                             world_size=world)  # fmt: skip
+        return [b.tolist() for b in loader]
+
+    for start in (0, 4, 8):  # `start` counts global samples: resuming with any world size
+        one = batches(start)
+        assert len(one) == (12 - start) // 4
+        for world in (2, 4):
+            ranks = [batches(start, r, world) for r in range(world)]
+            assert all(len(b) == len(one) and len(b[0]) == 4 // world for b in ranks)
+            # Step by step, the processes' batches are together the one-process batch.
+            for i, batch in enumerate(one):
+                assert sorted(sum((r[i] for r in ranks), [])) == sorted(batch)
+    with pytest.raises(ValueError, match="global batch"):
+        make_loader(range(14), 4, rank=0, world_size=3)
+    with pytest.raises(ValueError, match="rank 2"):
+        make_loader(range(14), 4, rank=2, world_size=2)
+
+
+def test_single_process_needs_no_setup(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed_setup() == (0, 1) and is_main_process()
+    assert not torch.distributed.is_initialized()
+
+
+def test_two_processes_train_like_one(tmp_path):
+    run = dataclasses.asdict(config(tmp_path / "ddp"))
+    ranks = torchrun(tmp_path / "ddp", model="unet", val=True, cfg=run)
+    single, hist = one_process(tmp_path / "one")
+    # DDP keeps the processes' weights identical, bit for bit, and returns the same history.
+    assert all(torch.equal(v, ranks[1]["model"][k]) for k, v in ranks[0]["model"].items())
+    h0, h1 = ranks[0]["history"], ranks[1]["history"]
+    assert h0["train"] == h1["train"] and h0["val"] == h1["val"] and h0["step"] == h1["step"]
+    # Rank 0 wrote the checkpoints, of the plain model (no "module." prefix).
+    last = load_checkpoint(tmp_path / "ddp" / "d" / "last.pt")
+    assert last["step"] == 6 and last["history"]["finished"]
+    assert all(torch.equal(v, last["model"][k]) for k, v in ranks[0]["model"].items())
+    load_model(tmp_path / "ddp" / "d" / "best.pt")
+    # Global batch 4 as 2 x 2: the same schedule, losses, validation and weights as one process.
+    assert h0["lr"] == hist["lr"] and h0["val"]["step"] == hist["val"]["step"] == [3, 6]
+    assert h0["train"]["total"] == pytest.approx(hist["train"]["total"], abs=TOLERANCE)
+    assert h0["val"]["psnr"] == pytest.approx(hist["val"]["psnr"], abs=1e-4)
+    assert h0["val"]["base_psnr"] == pytest.approx(hist["val"]["base_psnr"], abs=1e-4)
+    assert max_diff(ranks[0]["model"], single.state_dict()) < TOLERANCE
+    assert h0["samples_per_s"] > 0
+
+
+def test_resume_with_another_number_of_processes(tmp_path):
+    """2 processes for steps 1-3, then 1 process for 4-5, then 2 again: as one process."""
+    run = config(tmp_path / "ddp", steps=8)  # 2 steps an epoch: every resume is mid-epoch
+    args = dict(model="unet", val=True, cfg=dataclasses.asdict(run))
+    last = tmp_path / "ddp" / "d" / "last.pt"
+    # Ctrl-C reaches rank 1 alone, as it loads its 5th item (step 3): both stop after step 3.
+    ranks = torchrun(tmp_path / "ddp", signal_at=5, **args)
+    for r in ranks:
+        assert r["history"]["interrupted"] and r["history"]["step"] == [1, 2, 3]
+    assert load_checkpoint(last)["step"] == 3
+    # One process goes on from global sample 4 of epoch 1, and is stopped after step 5.
+    torch.manual_seed(0)
+    data = Signalling(pairs(), 6)  # its 6th item is in step 5
+    h = fit(tiny_model(), PixelLoss("l1"), data, pairs(5, seed=1), run, progress=False)
+    assert h["interrupted"] and h["step"] == [1, 2, 3, 4, 5]
+    # Two processes again, from global sample 4 of epoch 2, to the end.
+    h0 = torchrun(tmp_path / "ddp", **args)[0]["history"]
+    single, hist = one_process(tmp_path / "one", steps=8)
+    assert h0["step"] == hist["step"] == list(range(1, 9)) and h0["finished"]
+    assert h0["lr"] == hist["lr"] and h0["val"]["step"] == hist["val"]["step"] == [3, 6, 8]
+    assert h0["train"]["total"] == pytest.approx(hist["train"]["total"], abs=TOLERANCE)
+    assert h0["val"]["psnr"] == pytest.approx(hist["val"]["psnr"], abs=1e-4)
+    final = load_checkpoint(last)
+    assert final["step"] == 8 and max_diff(final["model"], single.state_dict()) < TOLERANCE
+
+
+def test_a_frozen_encoder_is_left_out(tmp_path):
+    """The ResNet-UNet's frozen encoder (BatchNorm in eval) trains under DDP, unchanged."""
+    ranks = torchrun(tmp_path, model="resnet", cfg=dataclasses.asdict(config(tmp_path, steps=2)))
+    assert all(torch.equal(v, ranks[1]["model"][k]) for k, v in ranks[0]["model"].items())
+    assert ranks[0]["history"]["step"] == [1, 2]

@@ -1,0 +1,284 @@
+"""`python -m srlib train`: flags made from TrainConfig, presets, runs, resume, exit codes."""
+
+import argparse
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import srlib.train
+from srlib.__main__ import CliError, RunLog, build_parser, main, train_config, train_sources
+from srlib.train import PRESETS, TrainConfig, load_checkpoint, preset
+
+# Runs with --lr 0 keep sr == its base upscale: they are NOT LEARNING by construction.
+pytestmark = pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny crops gain nothing from threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """Four small photo-like PNGs (gradient + noise) in a folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ramp = np.linspace(0, 200, 48 * 64).reshape(48, 64, 1)
+    for i in range(4):
+        noise = np.random.default_rng(i).normal(0, 20, (48, 64, 3))
+        Image.fromarray((ramp + noise).clip(0, 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def _train(photos: Path, out: Path, *extra: str) -> int:
+    """A smoke-sized run; 4 steps validated at steps 2 and 4."""
+    args = ["train", "--preset", "smoke", "--data", str(photos), "--out", str(out)]
+    return main([*args, "--steps", "4", "--crops-per-image", "2", *map(str, extra)])
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["train", *argv])
+
+
+def _flags() -> dict[str, argparse.Action]:
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    return {s: a for a in train._actions for s in a.option_strings}
+
+
+# ----------------------------------------------------------------------------------------------
+# Flags and config
+
+
+def test_every_config_field_has_a_flag_that_reaches_the_config():
+    flags = _flags()
+    argv, expected = [], {}
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in flags, f"TrainConfig.{f.name} has no {flag}"
+        action = flags[flag]
+        if isinstance(f.default, bool):
+            assert f"--no-{f.name.replace('_', '-')}" in flags
+            argv.append(f"--no-{f.name.replace('_', '-')}" if f.default else flag)
+            expected[f.name] = not f.default
+            continue
+        if action.choices:  # a value other than the default, from its choices
+            value = next(c for c in action.choices if c != f.default)
+        elif f.default is None or isinstance(f.default, float):
+            value = 12.5
+        elif isinstance(f.default, int):
+            value = f.default + 3
+        else:
+            value = f"{f.default}_x"
+        argv += [flag, str(value)]
+        expected[f.name] = value
+    cfg = train_config(_parse(*argv))
+    assert dataclasses.asdict(cfg) == expected  # every field, parsed to its own type
+
+
+def test_flag_values_switches_and_none():
+    assert train_config(_parse("--time-budget-s", "none")).time_budget_s is None
+    assert train_config(_parse("--time-budget-s", "90")).time_budget_s == 90.0
+    assert train_config(_parse("--no-amp")).amp is False
+    assert train_config(_parse("--amp")).amp is True
+    with pytest.raises(SystemExit):  # argparse: invalid float value
+        _parse("--lr", "fast")
+    with pytest.raises(SystemExit):  # not one of the losses
+        _parse("--loss", "l3")
+    with pytest.raises(SystemExit):  # abbreviations are off: a typo is an error
+        _parse("--step", "3")
+
+
+def test_preset_then_flags_then_out():
+    assert train_config(_parse()) == preset("quick")  # the default preset
+    assert train_config(_parse("--preset", "full")) == preset("full")
+    cfg = train_config(_parse("--preset", "full", "--steps", "7", "--no-amp"))
+    assert (cfg.steps, cfg.amp) == (7, False)  # the flags win...
+    assert cfg.batch_size == PRESETS["full"]["batch_size"]  # ...the preset keeps the rest
+    assert cfg.workers == PRESETS["full"]["workers"]
+    cfg = train_config(_parse("--out", "some/where/mine", "--loss", "l2"))
+    assert (cfg.out_dir, cfg.name, cfg.loss) == ("some/where", "mine", "l2")
+    with pytest.raises(CliError, match="--out sets the run folder"):
+        train_config(_parse("--out", "runs/a", "--name", "b"))
+
+
+def test_data_folders(tmp_path, photos):
+    sources, about = train_sources(str(photos))  # any folder of images
+    assert [Path(s).name for s in sources] == [f"p{i}.png" for i in range(4)]
+    commons = tmp_path / "valued"  # a Commons folder: images/ (and cache/) inside
+    (commons / "images").mkdir(parents=True)
+    for p in photos.iterdir():
+        (commons / "images" / p.name).write_bytes(p.read_bytes())
+    sources, about = train_sources(str(commons))
+    assert len(sources) == 4 and "downloaded photos" in about
+    for bad in (tmp_path / "missing", tmp_path / "empty"):
+        if bad.name == "empty":
+            bad.mkdir()
+        with pytest.raises(CliError, match=f"--data {bad}"):
+            train_sources(str(bad))
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs
+
+
+def test_run_writes_checkpoints_history_and_resumes(tmp_path, photos, monkeypatch, capsys):
+    written = []  # the step of each history.json write: after every validation, at the end
+    log = RunLog.__call__
+
+    def logged(self, history):
+        written.append(history["step"][-1])
+        log(self, history)
+
+    monkeypatch.setattr(RunLog, "__call__", logged)
+    out = tmp_path / "runs" / "mine"
+    assert _train(photos, out, "--lr", "0") == 3  # lr 0: not learning by construction
+    assert written == [2, 4, 4]
+    printed = capsys.readouterr().out
+    for name in ("last.pt", "best.pt", "history.json"):
+        assert (out / name).is_file()
+    history = json.loads((out / "history.json").read_text())
+    ckpt = load_checkpoint(out / "last.pt")
+    assert history["step"] == list(range(1, 5))
+    assert history == json.loads(json.dumps(ckpt["history"]))  # the checkpoint's, as JSON
+    assert history["val"]["step"] == [2, 4] and history["alerts"]
+    assert "done: 4 of 4 steps" in printed
+    assert f"best weights: {out / 'best.pt'}" in printed
+    assert "ALERT: run 'mine' is NOT LEARNING" in printed
+    assert ckpt["config"]["name"] == "mine" and ckpt["config"]["out_dir"] == str(out.parent)
+
+    assert _train(photos, out, "--lr", "0") == 3  # the same command again: resumes, finished
+    assert "resumed mine" in capsys.readouterr().out
+    assert load_checkpoint(out / "last.pt")["step"] == 4
+
+
+def test_run_without_validation_exits_0(tmp_path, photos, capsys):
+    out = tmp_path / "noval"
+    assert _train(photos, out, "--val-fraction", "0") == 0
+    printed = capsys.readouterr().out
+    assert (out / "last.pt").is_file() and not (out / "best.pt").exists()
+    assert "no validation photos" in printed and "done: 4 of 4 steps" in printed
+    assert json.loads((out / "history.json").read_text())["val"]["psnr"] == []
+
+
+def test_a_different_config_in_the_same_folder_is_one_line_exit_2(
+    tmp_path, photos, capsys, fake_imagenet_weights
+):
+    out = tmp_path / "run"
+    assert _train(photos, out, "--lr", "0") == 3
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert _train(photos, out, "--lr", "0.001") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "lr 0.0 there, 0.001 here" in err and "another --out" in err
+    assert (out / "last.pt").read_bytes() == before  # nothing lost
+    # fake_imagenet_weights: the ResNet encoder finds its weights and downloads nothing
+    assert _train(photos, out, "--lr", "0", "--model", "resnet", "--no-amp") == 2
+    assert "arch UNetUpscaler there, ResNetUNetUpscaler here" in capsys.readouterr().err
+
+
+def test_bad_options_exit_2(tmp_path, photos, capsys):
+    assert _train(photos, tmp_path / "a", "--val-fraction", "1.5") == 2
+    assert _train(photos, tmp_path / "b", "--patch-size", "33") == 2  # not divisible by x2
+    assert _train(tmp_path / "nowhere", tmp_path / "c") == 2
+    assert _train(photos, tmp_path / "d", "--name", "x") == 2  # --out and --name
+    (tmp_path / "e").write_text("mine")
+    assert _train(photos, tmp_path / "e") == 2  # --out names a file
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 5
+    assert not any((tmp_path / n).exists() for n in "abcd")
+    assert (tmp_path / "e").read_text() == "mine"
+
+
+def test_ctrl_c_stops_cleanly_exits_130_and_resumes(tmp_path, photos, monkeypatch, capsys):
+    validate = srlib.train.validate
+
+    def interrupted_validate(*args, **kwargs):  # Ctrl-C during the first validation
+        monkeypatch.setattr(srlib.train, "validate", validate)
+        signal.raise_signal(signal.SIGINT)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(srlib.train, "validate", interrupted_validate)
+    out = tmp_path / "run"
+    assert _train(photos, out, "--lr", "0", "--steps", "6") == 130
+    printed = capsys.readouterr().out
+    assert "interrupted: 3 of 6 steps" in printed
+    assert "to resume, run the same command again" in printed
+    assert json.loads((out / "history.json").read_text())["interrupted"]
+
+    assert _train(photos, out, "--lr", "0", "--steps", "6") == 3
+    printed = capsys.readouterr().out
+    assert "resumed run from" in printed and "at step 3/6" in printed
+    assert json.loads((out / "history.json").read_text())["step"] == list(range(1, 7))
+
+
+# ----------------------------------------------------------------------------------------------
+# history.json and TensorBoard
+
+
+def _history(steps: int) -> dict:
+    history = srlib.train._new_history()
+    history["step"] = list(range(1, steps + 1))
+    history["lr"] = [0.001] * steps
+    history["train"] = {"total": [0.1] * steps, "pixel": [0.1] * steps}
+    history["val"].update(step=[steps], epoch=[1.0], loss=[0.05], psnr=[30.0], base_psnr=29.0)
+    return history
+
+
+def test_tensorboard_scalars_once_per_step_across_resumes(tmp_path):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    for steps in (4, 6):  # a first session, then a resumed one that rewrites everything
+        log = RunLog(tmp_path)
+        log(_history(steps))
+        log.close()
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert {"train/total", "train/pixel", "lr", "val/psnr", "val/loss", "val/gain_db"} <= set(
+        events.Tags()["scalars"]
+    )
+    assert [e.step for e in events.Scalars("lr")] == [1, 2, 3, 4, 5, 6]  # no duplicates
+    assert [e.value for e in events.Scalars("val/gain_db")] == [pytest.approx(1.0)]
+    assert json.loads((tmp_path / "history.json").read_text()) == _history(6)
+
+
+def test_without_tensorboard_one_info_line_and_history_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
+    log = RunLog(tmp_path)
+    log(_history(3))
+    log.close()
+    assert capsys.readouterr().out.count("tensorboard is not installed") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+
+
+def test_python_m_srlib_train_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "srlib", "train", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for text in ("--preset", "--time-budget-s", "--no-amp", "exit codes", "NOT LEARNING"):
+        assert text in done.stdout
+
+
+def test_console_script_entry_point():
+    (script,) = entry_points(group="console_scripts", name="srlib")
+    assert script.value == "srlib.__main__:main"
+    assert script.load() is main
