@@ -295,8 +295,9 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
     """Write sources as lossless PNGs named by `source_name` (e.g. held-out photos to evaluate).
 
     Two sources with the same short name (sub/a.jpg and other/a.jpg) would overwrite each
-    other, so that is an error rather than a silently lost image. Other PNGs already in the
-    folder (an earlier, different split) are removed: the folder holds exactly these sources.
+    other, so that is an error rather than a silently lost image. PNGs an earlier call wrote
+    (listed in the folder's `.srlib_sources`) that are not among these sources are removed, so
+    an earlier, different split is never scored with this one; no other file is touched.
     """
     names = [source_name(s) for s in sources]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -304,12 +305,17 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
         raise ValueError(f"several sources share the name(s) {clashes}; rename the files")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in set(folder.glob("*.png")) - {folder / f"{n}.png" for n in names}:
-        stale.unlink()  # it would be scored along with these sources
+    manifest = folder / ".srlib_sources"  # what this function wrote here last time
+    earlier = manifest.read_text(encoding="utf-8").splitlines() if manifest.exists() else []
+    for stale in set(earlier) - {f"{n}.png" for n in names}:
+        if Path(stale).name == stale:  # a bare file name: never a path out of the folder
+            (folder / stale).unlink(missing_ok=True)  # it would be scored with these sources
     for src, name in zip(sources, names, strict=True):
         img = _read(src[1] if isinstance(src, tuple) else Path(src))
         img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
         save_image(Image.fromarray(np.asarray(img)), folder / f"{name}.png")
+    with atomic_write(manifest, "w", encoding="utf-8") as f:
+        f.write("".join(f"{n}.png\n" for n in names))
     return folder
 
 

@@ -109,6 +109,34 @@ def preset(preset_name: str, /, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS[preset_name], **overrides})
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ValueError naming every TrainConfig value that cannot make a run."""
+    at_least_1 = [
+        "scale",
+        "patch_size",
+        "min_crop",
+        "crops_per_image",
+        "batch_size",
+        "steps",
+        "val_every",
+        "log_every",
+        "checkpoint_every",
+    ]
+    problems = []
+    for k in at_least_1:
+        if not getattr(cfg, k) >= 1:
+            problems.append(f"{k} must be at least 1, got {getattr(cfg, k)}")
+    for k in ("lr", "weight_decay", "grad_clip", "warmup_steps", "workers"):
+        value = getattr(cfg, k)
+        if not 0 <= value < math.inf:  # also refuses nan
+            problems.append(f"{k} must be a finite number >= 0, got {value}")
+    budget = cfg.time_budget_s
+    if budget is not None and not 0 < budget < math.inf:
+        problems.append(f"time_budget_s must be > 0 seconds (or None: no budget), got {budget}")
+    if problems:
+        raise ValueError(f"training config {cfg.name!r}: " + "; ".join(problems))
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; anything else is passed to torch."""
     if name != "auto":
@@ -120,20 +148,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def distributed_setup() -> tuple[int, int]:
+def distributed_setup(backend: str | None = None) -> tuple[int, int]:
     """Join torchrun's process group if launched by torchrun; returns (rank, world_size).
 
-    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK: the group is initialised once (NCCL when
-    CUDA is available, else gloo) and each process takes GPU LOCAL_RANK. Calling it again, or
-    after the caller made the group itself, just reports it. Without torchrun: (0, 1).
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK: the group is initialised once, with
+    `backend` ("nccl", "gloo"; None: NCCL when CUDA is available, else gloo), and under NCCL
+    each process takes GPU LOCAL_RANK. Pass "gloo" to train on the CPU of a CUDA machine.
+    Calling it again, or after the caller made the group itself, just reports it. Without
+    torchrun: (0, 1).
     """
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if not dist.is_available() or not {"RANK", "WORLD_SIZE", "LOCAL_RANK"} <= set(os.environ):
         return 0, 1
-    if torch.cuda.is_available():
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -398,6 +429,156 @@ def _process_device(device: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
+# (the default process group, the gloo group `_control_group` made for it), made once.
+_control: tuple[object, object] | None = None
+
+
+def _control_group() -> dist.ProcessGroup | None:
+    """fit's group for small CPU messages (stop flags, clocks, the checkpoint); None: default.
+
+    Under NCCL a gloo group, made once per default process group: reading an NCCL result every
+    step would make the CPU wait for the GPU every step. As for any new group, every process
+    must first ask for it at the same point.
+    """
+    global _control
+    if dist.get_backend() == "gloo":
+        return None
+    if _control is None or _control[0] is not dist.group.WORLD:
+        _control = (dist.group.WORLD, dist.new_group(backend="gloo"))
+    return _control[1]
+
+
+def _resume(last: Path, resume: bool, rank: int, world: int) -> dict | None:
+    """The checkpoint to resume from (None: start afresh); under DDP rank 0's, sent to all.
+
+    Rank 0 alone writes checkpoints, so only its out_dir need hold last.pt (no shared disk is
+    needed): every process resumes from the same step and state, or none does.
+    """
+    # On the CPU: load_state_dict copies to the model's device, and the RNG state must stay a
+    # CPU tensor (torch.set_rng_state rejects a CUDA copy).
+    if world == 1:
+        return load_checkpoint(last, map_location="cpu") if resume and last.exists() else None
+    box: list = [None]
+    if rank == 0 and resume and last.exists():
+        try:
+            box[0] = load_checkpoint(last, map_location="cpu")
+        except Exception as e:  # the others wait for it: tell them, then raise here
+            box[0] = f"rank 0 cannot read {last}: {type(e).__name__}: {e}"
+            dist.broadcast_object_list(box, src=0, group=_control_group())
+            raise
+    # Pickled between the job's own processes; rank 0 read it with weights_only=True.
+    dist.broadcast_object_list(box, src=0, group=_control_group())
+    if isinstance(box[0], str):
+        raise RuntimeError(box[0])
+    return box[0]
+
+
+def _restore(
+    ckpt: dict, model: Upscaler, opt: torch.optim.Optimizer, cfg: TrainConfig, last: Path
+) -> tuple[int, dict]:
+    """Load a checkpoint's weights, optimizer and RNG state; returns (its step, its history)."""
+    if ckpt["config"] != dataclasses.asdict(cfg) or ckpt["model_config"] != model.config:
+        raise ValueError(
+            f"{last} was written by a different run (config or model differs). Resuming "
+            "would mix two experiments: give this run another `name`, delete that folder, "
+            "or pass resume=False to start over (the old checkpoint is then overwritten)."
+        )
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt["step"], {**_new_history(), **ckpt["history"]}
+
+
+def _save_run(
+    path: Path,
+    model: Upscaler,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    history: dict,
+) -> None:
+    """Write a checkpoint `fit` can resume from."""
+    save_checkpoint(
+        path,
+        model=model.state_dict(),  # the plain model's: no DDP "module." prefix
+        model_config=model.config,
+        optimizer=opt.state_dict(),
+        config=dataclasses.asdict(cfg),
+        step=step,
+        history=history,
+        torch_rng=torch.get_rng_state(),
+    )
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model as DistributedDataParallel: what each training step calls under DDP."""
+    # DDP copies rank 0's weights and buffers to all processes here and averages the gradients
+    # of the trainable parameters only: a frozen encoder takes no part (and its BatchNorm stays
+    # in eval mode, see ResNetEncoder).
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _agree(stop_asked: bool, seconds: float, world: int) -> tuple[bool, float]:
+    """Any process's stop request and the slowest clock, the same in every process."""
+    if world == 1:
+        return stop_asked, seconds
+    both = torch.tensor([float(stop_asked), seconds], dtype=torch.float64)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=_control_group())
+    return bool(both[0]), float(both[1])
+
+
+def _gather_losses(pending: list[torch.Tensor], world: int) -> list[list[float]]:
+    """Steps' loss parts, (n_steps, 1 + n_parts), as floats; under DDP averaged over processes."""
+    rows = torch.stack(pending)
+    if world > 1:
+        dist.all_reduce(rows)  # each process's mean over its equal share of the batch...
+        rows /= world  # ...averaged: the global batch's mean, the same in every process
+    return rows.tolist()  # one device sync
+
+
+def _record_losses(
+    history: dict, names: list[str], rows: list[list[float]], step: int, name: str, last: Path
+) -> None:
+    """Append the loss parts of the steps up to `step` to history; a non-finite one raises."""
+    first = step - len(rows) + 1
+    for i, row in enumerate(rows):
+        if not all(math.isfinite(v) for v in row):
+            raise FloatingPointError(
+                f"{name}: the loss became {row[0]} at step {first + i} (lr "
+                f"{history['lr'][first + i - 1]:.2e}). Training stopped; {last} keeps the "
+                "last finite weights. Lower the lr or check the data."
+            )
+        for part, value in zip(names, row, strict=True):
+            history["train"].setdefault(part, []).append(value)
+
+
+def _record_validation(
+    history: dict, step: int, epoch: float, v_loss: float, v_psnr: float, name: str, last: Path
+) -> str:
+    """Append a validation's results to history (a non-finite one raises); the line to print."""
+    if not (math.isfinite(v_loss) and math.isfinite(v_psnr)):
+        raise FloatingPointError(
+            f"{name}: validation at step {step} gave loss {v_loss}, PSNR {v_psnr}; "
+            f"training stopped, {last} keeps the last finite weights"
+        )
+    for key, value in (("step", step), ("epoch", epoch), ("loss", v_loss), ("psnr", v_psnr)):
+        history["val"][key].append(value)
+    base = history["val"]["base_psnr"]
+    gain = "" if base is None else f" ({v_psnr - base:+.2f} dB over its base upscale)"
+    return f"{name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB{gain}"
+
+
+def _alert(history: dict, step: int, name: str, message: str, bar: tqdm | None) -> None:
+    """Record that a run learns nothing; with a `bar` (rank 0), also say it loudly."""
+    text = f"run {name!r} is NOT LEARNING: {message}."
+    history["alerts"].append({"step": step, "message": text})
+    if bar is not None:
+        bar.write("\n".join(["!" * 80, "WARNING: " + text, "!" * 80]))
+        warnings.warn(text, NotLearningWarning, stacklevel=3)  # at fit's line
+
+
 def fit(
     model: Upscaler,
     loss_fn: nn.Module,
@@ -426,10 +607,12 @@ def fit(
     of it (`make_loader`) and the gradients are averaged, so with the same global batch and
     steps the LR schedule and, up to float rounding, the run are those of one process, and
     'last.pt' resumes with any number of processes. Each process validates its share of the
-    validation set. Rank 0 alone prints, calls `on_validation` and writes checkpoints (of the
-    plain model). All processes stop at the same step, on any one's interrupt; all raise on a
+    validation set. Rank 0 alone prints, calls `on_validation`, writes checkpoints (of the
+    plain model) and reads last.pt, which it sends to the others: only rank 0 needs to see
+    out_dir. All processes stop at the same step, on any one's interrupt; all raise on a
     non-finite loss; all return the same history (timings aside).
     """
+    check_config(cfg)
     rank, world = _rank_and_world()
     main = rank == 0
     seed_everything(cfg.seed)
@@ -450,21 +633,10 @@ def fit(
     step, history, best = 0, _new_history(), -math.inf
 
     last = run_dir / "last.pt"
-    if resume and last.exists():
-        # On the CPU: load_state_dict copies to the model's device, and the RNG state must
-        # stay a CPU tensor (torch.set_rng_state rejects a CUDA copy).
-        ckpt = load_checkpoint(last, map_location="cpu")
-        if ckpt["config"] != dataclasses.asdict(cfg) or ckpt["model_config"] != model.config:
-            raise ValueError(
-                f"{last} was written by a different run (config or model differs). Resuming "
-                "would mix two experiments: give this run another `name`, delete that folder, "
-                "or pass resume=False to start over (the old checkpoint is then overwritten)."
-            )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, history = ckpt["step"], {**_new_history(), **ckpt["history"]}
+    ckpt = _resume(last, resume, rank, world)
+    if ckpt is not None:
+        step, history = _restore(ckpt, model, opt, cfg, last)
         best = max(history["val"]["psnr"], default=-math.inf)
-        torch.set_rng_state(ckpt["torch_rng"])
         if main:
             print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
     budget = cfg.time_budget_s
@@ -478,28 +650,7 @@ def fit(
         )
     steps_per_epoch = len(train_set) // cfg.batch_size
     use_amp = cfg.amp and device.type == "cuda"
-
-    net: nn.Module = model  # what the training step calls: the model or its DDP wrapper
-    control = None  # the process group that agrees on when to stop (None: the default one)
-    if world > 1:
-        # DDP copies rank 0's weights and buffers to all processes here and averages the
-        # gradients of the trainable parameters only: a frozen encoder takes no part (and its
-        # BatchNorm stays in eval mode, see ResNetEncoder).
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        if dist.get_backend() != "gloo":
-            # Stop flags go over gloo on the CPU: reading an NCCL result every step would
-            # make the CPU wait for the GPU every step.
-            control = dist.new_group(backend="gloo")
-
-    def agree(stop_asked: bool, seconds: float) -> tuple[bool, float]:
-        """Any process's stop request and the slowest clock, the same in every process."""
-        if world == 1:
-            return stop_asked, seconds
-        both = torch.tensor([float(stop_asked), seconds], dtype=torch.float64)
-        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=control)
-        return bool(both[0]), float(both[1])
+    net = _wrap_ddp(model, device) if world > 1 else model  # what the training step calls
 
     val_loader = None
     if val_set is not None and len(val_set) > 0:
@@ -517,29 +668,8 @@ def fit(
             )
 
     def checkpoint(path: Path) -> None:
-        if not main:
-            return
-        save_checkpoint(
-            path,
-            model=model.state_dict(),  # the plain model's: no DDP "module." prefix
-            model_config=model.config,
-            optimizer=opt.state_dict(),
-            config=dataclasses.asdict(cfg),
-            step=step,
-            history=history,
-            torch_rng=torch.get_rng_state(),
-        )
-
-    def say(text: str) -> None:
         if main:
-            bar.write(text)
-
-    def alert(message: str) -> None:
-        text = f"run {cfg.name!r} is NOT LEARNING: {message}."
-        history["alerts"].append({"step": step, "message": text})
-        say("\n".join(["!" * 80, "WARNING: " + text, "!" * 80]))
-        if main:
-            warnings.warn(text, NotLearningWarning, stacklevel=3)
+            _save_run(path, model, opt, cfg, step, history)
 
     # Loss parts stay on the device and are fetched every `log_every` steps: one sync per
     # batch of steps instead of one per step (a GPU would otherwise wait on every .item()).
@@ -549,50 +679,26 @@ def fit(
     def flush() -> None:
         if not pending:
             return
-        rows = torch.stack(pending)  # (n_steps, 1 + n_parts)
-        if world > 1:
-            dist.all_reduce(rows)  # each process's mean over its equal share of the batch...
-            rows /= world  # ...averaged: the global batch's mean, the same in every process
-        rows = rows.tolist()  # one device sync
-        first = step - len(rows) + 1
+        rows = _gather_losses(pending, world)
         pending.clear()
-        for i, row in enumerate(rows):
-            if not all(math.isfinite(v) for v in row):
-                raise FloatingPointError(
-                    f"{cfg.name}: the loss became {row[0]} at step {first + i} (lr "
-                    f"{history['lr'][first + i - 1]:.2e}). Training stopped; {last} keeps the "
-                    "last finite weights. Lower the lr or check the data."
-                )
-            for name, value in zip(part_names, row, strict=True):
-                history["train"].setdefault(name, []).append(value)
+        _record_losses(history, part_names, rows, step, cfg.name, last)
         bar.set_postfix(loss=f"{rows[-1][0]:.4f}")
 
     def run_validation() -> None:
         nonlocal best
         # The plain model, not the DDP wrapper: its forward is for training steps.
         v_loss, v_psnr = validate(model, loss_fn, val_loader, device, across_ranks=world > 1)
-        if not (math.isfinite(v_loss) and math.isfinite(v_psnr)):
-            raise FloatingPointError(
-                f"{cfg.name}: validation at step {step} gave loss {v_loss}, PSNR {v_psnr}; "
-                f"training stopped, {last} keeps the last finite weights"
-            )
-        for key, value in (
-            ("step", step),
-            ("epoch", step / steps_per_epoch),
-            ("loss", v_loss),
-            ("psnr", v_psnr),
-        ):
-            history["val"][key].append(value)
-        base = history["val"]["base_psnr"]
-        gain = "" if base is None else f" ({v_psnr - base:+.2f} dB over its base upscale)"
-        say(f"{cfg.name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB{gain}")
+        epoch = step / steps_per_epoch
+        line = _record_validation(history, step, epoch, v_loss, v_psnr, cfg.name, last)
+        if main:
+            bar.write(line)
         if v_psnr > best:
             best = v_psnr
             checkpoint(run_dir / "best.pt")
         problem = learning_problem(history)
         if problem and not history["alerts"]:
             if len(history["val"]["psnr"]) >= STUCK_AFTER_VALIDATIONS or finished:
-                alert(problem)
+                _alert(history, step, cfg.name, problem, bar if main else None)
         if on_validation is not None and main:
             on_validation(history)
 
@@ -619,6 +725,11 @@ def fit(
                 world_size=world,
             )
             for lq, gt in loader:
+                # The LR's time progress: the clock once this step's batch is loaded; under DDP
+                # the slowest clock the processes agreed on after the last step (below), so
+                # that all take the same LR without waiting for each other once more.
+                if world == 1:
+                    elapsed = spent + time.perf_counter() - t0
                 progress_ = max(step / cfg.steps, elapsed / budget if budget else 0.0)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(progress_, step, cfg)
@@ -642,7 +753,8 @@ def fit(
 
                 # Every process must stop at the same step (the others would wait forever for
                 # its gradients): one interrupt stops all, and all go by the slowest clock.
-                stop_asked, elapsed = agree(interrupted[0], spent + time.perf_counter() - t0)
+                now = spent + time.perf_counter() - t0
+                stop_asked, elapsed = _agree(interrupted[0], now, world)
                 finished = step >= cfg.steps or (budget is not None and elapsed >= budget)
                 stop = finished or stop_asked
                 validating = val_loader is not None and (step % cfg.val_every == 0 or finished)
@@ -652,7 +764,7 @@ def fit(
                 if validating:
                     run_validation()
                 if checkpointing:
-                    history["train_seconds"] = elapsed
+                    history["train_seconds"] = spent + time.perf_counter() - t0
                     checkpoint(last)
                 if stop:
                     break
@@ -664,7 +776,7 @@ def fit(
     history["finished"] = finished
     checkpoint(last)
     if world > 1:
-        dist.barrier(group=control)  # fit returns everywhere once last.pt is written
+        dist.barrier(group=_control_group())  # fit returns everywhere once last.pt is written
     if not finished and main:
         print(
             f"{cfg.name}: interrupted at step {step}/{cfg.steps}; checkpoint {last} written, "

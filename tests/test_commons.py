@@ -496,6 +496,9 @@ def test_killed_download_resumes_on_restart(fake, tmp_path, sig, code):
     titles = _add_files(fake, ["Big 1.png", "Big 2.png", "Big 3.png"], size=(256, 200))
     for title in titles:
         fake.faults[title] = ["trickle"]  # ~150 KB in 8 KB steps: slow enough to be killed
+    # ~11 s for the three files: the signal lands mid-download even if this test process is
+    # starved for seconds on a loaded machine (0.03 s steps once let the download finish).
+    fake.trickle = (8192, 0.2)
     listing = commons.write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
     out = tmp_path / "images"
     cmd = [sys.executable, "-m", "srlib.commons", "download", str(listing), "--out", str(out)]

@@ -332,11 +332,17 @@ def test_source_names_keep_dots_and_clashes_are_errors(tmp_path: Path) -> None:
     Image.fromarray(_noise(seed=1)).save(paul)
     Image.fromarray(_noise(seed=2)).save(mary)
     out = save_sources([paul, mary], tmp_path / "out")
-    assert sorted(p.name for p in out.iterdir()) == ["St._Mary.png", "St._Paul.png"]
-    # Saved again with another split: the folder then holds exactly the new sources.
+    assert sorted(p.name for p in out.glob("*.png")) == ["St._Mary.png", "St._Paul.png"]
+    # Saved again with another split: what the first call wrote and this one doesn't goes;
+    # files it did not write stay (a user's own PNG included).
     (out / "notes.txt").write_text("kept")
+    Image.fromarray(_noise(seed=4)).save(out / "mine.png")
     save_sources([mary], out)
-    assert sorted(p.name for p in out.iterdir()) == ["St._Mary.png", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "St._Mary.png",
+        "mine.png",
+        "notes.txt",
+    ]
     train, val = split_by_image([paul, mary], 0.5, holdout=["St._Paul"])
     assert val == [paul] and train == [mary]
     (tmp_path / "sub").mkdir()

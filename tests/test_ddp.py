@@ -34,7 +34,7 @@ TOLERANCE = 0.1 * LR
 pytestmark = pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")
 
 WORKER = """
-import json, sys
+import json, os, sys
 import torch
 sys.path.insert(0, {repo!r})
 from srlib.losses import PixelLoss
@@ -46,6 +46,9 @@ rank, world = distributed_setup()
 assert distributed_setup() == (rank, world) == (rank, 2), (rank, world)  # idempotent
 assert is_main_process() == (rank == 0)
 args = json.loads(sys.argv[1])
+if args.get("disks"):  # a machine each: a relative out_dir is a folder of this rank's own
+    os.makedirs(f"{{args['disks']}}/rank{{rank}}", exist_ok=True)
+    os.chdir(f"{{args['disks']}}/rank{{rank}}")
 torch.manual_seed(rank)  # different initial weights: DDP must start all from rank 0's
 if args["model"] == "resnet":
     model = ResNetUNetUpscaler(2, depth=1, decoder_channels=(8,), pretrained=False,
@@ -214,3 +217,62 @@ def test_a_frozen_encoder_is_left_out(tmp_path):
     ranks = torchrun(tmp_path, model="resnet", cfg=dataclasses.asdict(config(tmp_path, steps=2)))
     assert all(torch.equal(v, ranks[1]["model"][k]) for k, v in ranks[0]["model"].items())
     assert ranks[0]["history"]["step"] == [1, 2]
+
+
+def test_resume_when_only_rank_0_sees_the_run_folder(tmp_path):
+    """No shared disk: rank 0 reads last.pt and sends it, so both resume at the same step."""
+    disks = tmp_path / "disks"
+    run = config("runs", steps=8)  # relative: rank0/runs and rank1/runs, one per process
+    args = dict(model="unet", val=True, cfg=dataclasses.asdict(run), disks=str(disks))
+    last = disks / "rank0" / "runs" / "d" / "last.pt"
+    ranks = torchrun(tmp_path / "ddp", signal_at=5, **args)  # both stop after step 3
+    assert [r["history"]["step"] for r in ranks] == [[1, 2, 3]] * 2
+    assert load_checkpoint(last)["step"] == 3
+    assert not (disks / "rank1" / "runs").exists()  # rank 0 alone writes
+    ranks = torchrun(tmp_path / "ddp", **args)  # rank 1 has no last.pt: rank 0's is sent
+    single, hist = one_process(tmp_path / "one", steps=8)
+    for r in ranks:
+        h = r["history"]
+        assert h["step"] == list(range(1, 9)) and h["finished"] and h["lr"] == hist["lr"]
+        assert h["train"]["total"] == pytest.approx(hist["train"]["total"], abs=TOLERANCE)
+        assert h["val"]["step"] == [3, 6, 8]
+        assert max_diff(r["model"], single.state_dict()) < TOLERANCE
+    # Finished: both return at once, with rank 0's history and weights.
+    again = torchrun(tmp_path / "ddp", **args)
+    for r, before in zip(again, ranks, strict=True):
+        assert r["history"]["step"] == list(range(1, 9))
+        assert max_diff(r["model"], before["model"]) == 0
+    assert not (disks / "rank1" / "runs").exists()
+
+
+def test_distributed_setup_takes_the_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    try:
+        assert distributed_setup(backend="gloo") == (0, 1)
+        assert torch.distributed.get_backend() == "gloo"
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_the_control_group_is_made_once_per_process_group(tmp_path, monkeypatch):
+    """Under NCCL, fit sends its flags over one gloo group, not a new one per call."""
+    import srlib.train as train
+
+    made = []
+    new_group = torch.distributed.new_group
+    monkeypatch.setattr(train.dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(train.dist, "new_group", lambda **kw: made.append(1) or new_group(**kw))
+    for attempt in range(2):  # a process group, destroyed, then another
+        torch.distributed.init_process_group(
+            "gloo", init_method=f"file://{tmp_path}/store{attempt}", rank=0, world_size=1
+        )
+        try:
+            group = train._control_group()
+            assert group is not None and train._control_group() is group
+            assert len(made) == attempt + 1
+        finally:
+            torch.distributed.destroy_process_group()

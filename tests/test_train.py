@@ -503,3 +503,104 @@ def test_run_or_shipped_prefers_a_finished_run(tmp_path):
     # A run with another scale is passed over; a shipped checkpoint that differs is an error.
     with pytest.raises(ValueError, match="scale=None"):
         run_or_shipped(tmp_path / "runs" / "t", shipped, expect={"scale": 3})
+
+
+# Recorded from this very run (one thread) with srlib/train.py and srlib/data.py of commit
+# bf0614d (ce2ea18~2, before DDP), of ce2ea18 and of the DDP review fixes: all three gave these
+# values, bit for bit. The tolerances leave room for CPUs that round differently (a second
+# thread already moves the losses by 8e-7 and the PSNRs by 8e-5) and are far below what a
+# changed data order, schedule or update would do (1e-3 and more after 6 steps).
+GOLDEN = {
+    "total": [0.009775492362678051, 0.01668303646147251, 0.010470952838659286,
+              0.010851587168872356, 0.010778521187603474, 0.011307049542665482],
+    "lr": [0.003, 0.002799038105676658, 0.0022500000000000003, 0.0015, 0.0007500000000000003,
+           0.00020096189432334193],
+    "psnr": [36.099220275878906, 35.96803665161133],
+    "base_psnr": 36.31400680541992,
+}  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")  # 6 steps learn little
+def test_single_process_run_matches_the_recorded_one(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        hist = fit(
+            tiny_model(), PixelLoss("l1"), pairs(), pairs(4, seed=1), cfg(tmp_path), progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert hist["step"] == list(range(1, 7)) and hist["val"]["step"] == [3, 6]
+    assert hist["train"]["total"] == pytest.approx(GOLDEN["total"], rel=1e-4)
+    assert hist["lr"] == pytest.approx(GOLDEN["lr"], rel=1e-9)
+    assert hist["val"]["psnr"] == pytest.approx(GOLDEN["psnr"], abs=2e-3)
+    assert hist["val"]["base_psnr"] == pytest.approx(GOLDEN["base_psnr"], abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(batch_size=0),
+        dict(val_every=0),
+        dict(checkpoint_every=0),
+        dict(log_every=0),
+        dict(steps=0),
+        dict(steps=-1),
+        dict(time_budget_s=0.0),
+        dict(time_budget_s=float("nan")),
+        dict(crops_per_image=0),
+        dict(patch_size=0),
+        dict(min_crop=0),
+        dict(lr=-1e-3),
+        dict(lr=float("inf")),
+        dict(warmup_steps=-1),
+        dict(workers=-1),
+    ],
+)
+def test_a_config_that_cannot_make_a_run_is_refused_up_front(tmp_path, bad):
+    from srlib.train import check_config
+
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        check_config(cfg(tmp_path, **bad))
+    with pytest.raises(ValueError, match=name):  # before anything is written
+        fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, **bad), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_valid_configs_pass_the_check(tmp_path):
+    from srlib.train import PRESETS, check_config
+
+    for name in PRESETS:
+        check_config(preset(name))
+    check_config(cfg(tmp_path, lr=0.0, time_budget_s=0.5, warmup_steps=0, grad_clip=0.0))
+
+
+class Slow(TensorDataset):
+    """Each item takes 1 s of a fake clock to load: a slow data pipeline."""
+
+    def __init__(self, data, clock):
+        super().__init__(*data.tensors)
+        self.clock = clock
+
+    def __getitem__(self, i):
+        self.clock[0] += 1.0
+        return super().__getitem__(i)
+
+
+def test_a_time_budget_anneals_by_the_clock_at_the_top_of_each_step(tmp_path, monkeypatch):
+    """The LR's time progress includes loading the step's own batch, as before DDP."""
+    import types
+
+    import srlib.train
+
+    clock = [0.0]
+    monkeypatch.setattr(srlib.train, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    run = cfg(tmp_path, steps=100, time_budget_s=40.0, val_every=1000, checkpoint_every=1000)
+    hist = fit(tiny_model(), PixelLoss("l1"), Slow(pairs(), clock), None, run, progress=False)
+    # 4 s a step (a batch of 4): the budget is spent after step 10.
+    assert hist["step"] == list(range(1, 11)) and hist["finished"]
+    # Step k (from 0) reads the clock once its batch is loaded: 4 (k + 1) s.
+    expected = [lr_at(4.0 * (k + 1) / 40.0, k, run) for k in range(10)]
+    assert hist["lr"] == pytest.approx(expected, abs=0)

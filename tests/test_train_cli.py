@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 import srlib.train
-from srlib.__main__ import CliError, RunLog, build_parser, main, train_config, train_sources
+from srlib.__main__ import CliError, build_parser, main
 from srlib.train import PRESETS, TrainConfig, load_checkpoint, preset
+from srlib.train_cli import RunLog, train_config, train_sources
 
 # Runs with --lr 0 keep sr == its base upscale: they are NOT LEARNING by construction.
 pytestmark = pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")
@@ -223,6 +224,91 @@ def test_ctrl_c_stops_cleanly_exits_130_and_resumes(tmp_path, photos, monkeypatc
     printed = capsys.readouterr().out
     assert "resumed run from" in printed and "at step 3/6" in printed
     assert json.loads((out / "history.json").read_text())["step"] == list(range(1, 7))
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--batch-size", "0"),
+        ("--val-every", "0"),
+        ("--checkpoint-every", "0"),
+        ("--log-every", "0"),
+        ("--steps", "0"),
+        ("--steps", "-1"),
+        ("--time-budget-s", "0"),
+        ("--crops-per-image", "0"),
+        ("--patch-size", "0"),
+        ("--min-crop", "0"),
+        ("--lr", "-0.001"),
+    ],
+)
+def test_a_config_that_cannot_make_a_run_is_one_line_exit_2(tmp_path, photos, capsys, flag, value):
+    out = tmp_path / "run"
+    assert _train(photos, out, flag, value) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: training config 'run': ")
+    assert f"{flag[2:].replace('-', '_')} must be" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "ABSOLUTE", "", ".", "..", "a/b"])
+def test_a_name_that_is_not_a_folder_name_is_exit_2(tmp_path, photos, capsys, name):
+    name = str(tmp_path / "abs") if name == "ABSOLUTE" else name  # never / itself
+    where = tmp_path / "a" / "b" / "runs"  # ../../x: tmp_path/a/x
+    argv = ["train", "--preset", "smoke", "--data", str(photos), "--steps", "2"]
+    assert main([*argv, "--out-dir", str(where), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --name {name!r}")
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"]  # nothing written anywhere
+
+
+def test_a_device_this_machine_lacks_is_one_line_exit_2(tmp_path, photos, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    for device in ("cuda", "cuda:1", "tpu"):
+        assert _train(photos, tmp_path / "run", "--device", device) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --device {device}: "), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cpu_training_under_torchrun_joins_over_gloo(tmp_path, photos, monkeypatch):
+    """NCCL, torchrun's group on a CUDA machine, cannot reduce the CPU tensors of --device cpu."""
+
+    class Joined(Exception):
+        pass
+
+    backends = []
+
+    def setup(backend=None):
+        backends.append(backend)
+        raise Joined
+
+    monkeypatch.setattr(srlib.train, "distributed_setup", setup)
+    for device in ("cpu", "auto"):
+        with pytest.raises(Joined):
+            _train(photos, tmp_path / "run", "--device", device)
+    assert backends == ["gloo", None]  # None: NCCL where CUDA is, else gloo
+
+
+def test_the_process_group_is_closed_at_the_end(tmp_path, photos, monkeypatch):
+    """Under torchrun `train` joins the process group, and leaves it whatever the outcome."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+    for key, value in {**env, "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "file").write_text("mine")
+    try:
+        assert _train(photos, tmp_path / "run", "--val-fraction", "0") == 0
+        assert not torch.distributed.is_initialized()
+        assert _train(photos, tmp_path / "file") == 2  # --out is a file
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------------------
