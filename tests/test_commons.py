@@ -505,7 +505,16 @@ def test_killed_download_resumes_on_restart(fake, tmp_path, sig, code):
     cmd += ["--workers", "1", "--contact", CONTACT, "--timeout", "2", "--base-delay", "0.01"]
     cmd += ["--api", fake.api]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT back to its default first: a test run started in the background by a shell
+    # inherits SIG_IGN, and Python would then never raise KeyboardInterrupt in the child.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     partial, deadline = None, time.monotonic() + 20
     while partial is None and time.monotonic() < deadline:
         for path in out.glob(".*.partial") if out.exists() else []:
