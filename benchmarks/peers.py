@@ -1,4 +1,4 @@
-"""Peer models for benchmarks only (not part of srlib): ESPCN and the seed project's design."""
+"""Peer models for benchmarks only (not part of srlib): ESPCN, a residual CNN, the seed design."""
 
 from __future__ import annotations
 
@@ -28,6 +28,38 @@ class ESPCN(nn.Module):
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
         return self.shuffle(self.conv4(x))  # (B, 3, h*s, w*s)
+
+
+class ResidualCNN(nn.Module):
+    """A plain residual CNN: convs at LR resolution, a pixel-shuffle head, a bicubic base.
+
+    A 3->`channels` conv, `depth` conv layers of `channels` with ReLU, and a conv to 3 * scale**2
+    channels that pixel-shuffles into the residual added to the bicubic upscale (~131 k
+    parameters at the defaults). No encoder and no skip levels: the strong plain peer of issue 13.
+    """
+
+    def __init__(self, scale: int = 2, channels: int = 48, depth: int = 6):
+        super().__init__()
+        self.scale, self.stride = scale, 1
+        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.tail = nn.Conv2d(channels, 3 * scale**2, 3, padding=1)
+        # Zero residual at the start: training begins from the bicubic base, not from noise.
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.config = dict(arch="ResidualCNN", scale=scale, channels=channels, depth=depth)
+
+    base_label = upsample_label("bicubic")  # "bicubic (torch)", the kernel srlib's models use
+
+    def base_upscale(self, lq: torch.Tensor) -> torch.Tensor:
+        return upsample(lq, self.scale, "bicubic")
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        residual = self.shuffle(self.tail(self.body(lq)))  # (B, 3, h*s, w*s)
+        return self.base_upscale(lq) + residual
 
 
 class SeedUpscaler(nn.Module):

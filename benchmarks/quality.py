@@ -1,14 +1,15 @@
-"""Quality at equal training time: srlib's models vs ESPCN and the seed design on Set5/Set14.
+"""Quality at equal training time: srlib's models vs three peers on Set5/Set14.
 
     python benchmarks/quality.py --train ../shared/datasets/T91 --bench ../shared/datasets \
-        --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,seed] [--out results.md]
+        --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,rescnn,seed] \
+        [--out results.md]
 
 Every model trains with `srlib.train.fit` for the same wall-clock budget (seconds per model),
 on the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then
 is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/SSIM on Y with
 `scale` border pixels cropped, as in the papers. x4 is two x2 passes. The table also gives
 measured bicubic (MATLAB) and published rows per set, and the PSNR/SSIM difference of each row
-to bicubic (MATLAB) and to the best trained peer (ESPCN or seed design, whichever is better).
+to bicubic (MATLAB) and to the best trained peer (ESPCN, residual CNN or seed design).
 `--base` and `--downscale` name torch kernels: the models' base upscale ("bicubic (torch)")
 and the training lq ("bicubic (torch, antialiased)"); see srlib.resize.
 """
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import ESPCN, SeedUpscaler  # noqa: E402
+from peers import ESPCN, ResidualCNN, SeedUpscaler  # noqa: E402
 
 from srlib import infer, metrics  # noqa: E402
 from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
@@ -38,7 +39,7 @@ from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler  # noqa: E40
 from srlib.resize import degrade_label, upsample_label  # noqa: E402
 from srlib.train import TrainConfig, fit  # noqa: E402
 
-PEERS = ("espcn", "seed")
+PEERS = ("espcn", "rescnn", "seed")
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column
 # name -> (label, loss, constructor(scale, base))
 MODELS: dict[str, tuple[str, str, Callable[[int, str], nn.Module]]] = {
@@ -50,6 +51,7 @@ MODELS: dict[str, tuple[str, str, Callable[[int, str], nn.Module]]] = {
         lambda s, b: ResNetUNetUpscaler(s, base=b),
     ),
     "espcn": ("ESPCN (L1, peer)", "l1", lambda s, b: ESPCN(s)),
+    "rescnn": ("residual CNN (L1, peer)", "l1", lambda s, b: ResidualCNN(s)),
     "seed": ("seed design (L1, peer)", "l1", lambda s, b: SeedUpscaler(s, pretrained=True)),
 }
 
@@ -240,10 +242,10 @@ def main() -> None:
     table = metrics.format_table(table_rows(results, args.bench), columns)
     notes = (
         "PSNR/SSIM on Y (BT.601) with `scale` border px cropped, on the benchmark's LR files; x4 = "
-        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: ESPCN or seed design, whichever "
-        "has the higher PSNR on that set). detail = high-frequency energy of sr / gt above the LR "
-        "Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether the frozen ResNet18s "
-        "a model uses (encoder, perceptual loss) had ImageNet weights."
+        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever of ESPCN, residual "
+        "CNN and seed design has the higher PSNR on that set). detail = high-frequency energy of "
+        "sr / gt above the LR Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether "
+        "the frozen ResNet18s a model uses (encoder, perceptual loss) had ImageNet weights."
     )
     text = "\n".join(header) + "\n\n" + table + "\n\n" + notes + "\n"
     print("\n" + table + "\n\n" + notes)
