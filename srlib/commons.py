@@ -44,7 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from srlib import __version__
-from srlib.io import atomic_write
+from srlib.io import _pixel_limit, atomic_write
 
 try:
     import fcntl
@@ -996,20 +996,12 @@ def _check_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_FORMAT_ALIASES.get(name, name) for name in names))
 
 
-@contextlib.contextmanager
-def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+def _pil_pixel_limit(max_pixels: int) -> contextlib.AbstractContextManager:
     """Raise PIL's decompression-bomb limit to max_pixels while inside; never lower it."""
     before = Image.MAX_IMAGE_PIXELS
-    if before is None or max_pixels <= before:
-        yield
-        return
     # Explicit raise so PIL's own bomb check does not reject what the user allowed (_verify
     # enforces max_pixels itself); it is process-wide, so it goes back on the way out.
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = before
+    return _pixel_limit(before if before is None else max(before, max_pixels))
 
 
 def download(

@@ -12,6 +12,29 @@ def _isolated_torch_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from threads (and a `--threads` flag would leak into other
+    tests): torch runs on one thread during the test, then gets its thread count back."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fake_commons():
+    """A loopback imitation of Wikimedia Commons (tests/_commons_server.py), stopped after."""
+    try:
+        from tests._commons_server import FakeCommons
+    except ImportError:  # tests/ run as the rootdir's top level
+        from _commons_server import FakeCommons
+    server = FakeCommons()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def fake_imagenet_weights(tmp_path, monkeypatch):
     """A ResNet18 state dict of the right shape where torchvision caches the ImageNet weights."""
     from torchvision.models import resnet18

@@ -16,14 +16,8 @@ from srlib.infer import _autocast, upscale_image
 from srlib.models import UNetUpscaler
 from srlib.train import load_model, save_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny images gain nothing from threads (and `--threads` would leak into other tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one torch thread in every test here (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,8 @@ FAST = dict(contact=CONTACT, timeout=0.5, retries=3, base_delay=0.01, max_delay=
 
 
 @pytest.fixture
-def fake():
-    server = FakeCommons()
-    server.start()
-    yield server
-    server.stop()
+def fake(fake_commons):
+    return fake_commons
 
 
 def _sha1(path: Path) -> str:

@@ -24,9 +24,9 @@ from srlib.models import UNetUpscaler
 from srlib.train import NotLearningWarning, TrainConfig, fit
 
 try:
-    from tests._commons_server import FakeCommons, make_image
+    from tests._commons_server import make_image
 except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
-    from _commons_server import FakeCommons, make_image
+    from _commons_server import make_image
 
 REPO = Path(__file__).resolve().parents[1]
 VALUED = REPO / "data" / "valued"
@@ -68,11 +68,8 @@ def loopback_only(monkeypatch):
 
 
 @pytest.fixture
-def fake():
-    server = FakeCommons()
-    server.start()
-    yield server
-    server.stop()
+def fake(fake_commons):
+    return fake_commons
 
 
 def _seed_line(list_name: str, contains: str) -> str:

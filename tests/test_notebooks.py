@@ -66,6 +66,16 @@ def this_python_kernel(tmp_path, monkeypatch) -> str:
     return "python3"
 
 
+def _execute(name: str, kernel: str) -> list:
+    """Run a notebook of the repository (a copy in memory) from the repository root; its outputs."""
+    nb = nbformat.read(ROOT / name, as_version=4)
+    client = NotebookClient(
+        nb, timeout=900, kernel_name=kernel, resources={"metadata": {"path": str(ROOT)}}
+    )
+    client.execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["upscale_unet.ipynb", "upscale_resnet.ipynb"])
 def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch, this_python_kernel):
@@ -75,11 +85,7 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch, this_pytho
     monkeypatch.delenv("SRLIB_SAVE", raising=False)
     before = {p: p.stat().st_mtime for d in ("images", "checkpoints") for p in ROOT.glob(f"{d}/*")}
     status = _git_status()
-    nb = nbformat.read(ROOT / name, as_version=4)
-    NotebookClient(
-        nb, timeout=900, kernel_name=this_python_kernel, resources={"metadata": {"path": str(ROOT)}}
-    ).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    outputs = _execute(name, this_python_kernel)
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # preview, curves, grids
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
@@ -114,11 +120,7 @@ def test_notebook_runs_on_downloaded_photos(name, tmp_path, monkeypatch, this_py
     monkeypatch.setenv("SRLIB_OUT_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("SRLIB_BENCHMARK", raising=False)
     monkeypatch.delenv("SRLIB_SAVE", raising=False)
-    nb = nbformat.read(ROOT / name, as_version=4)
-    NotebookClient(
-        nb, timeout=900, kernel_name=this_python_kernel, resources={"metadata": {"path": str(ROOT)}}
-    ).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    outputs = _execute(name, this_python_kernel)
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "8 downloaded photos" in text and "held out:   File_" in text

@@ -20,16 +20,10 @@ from srlib.train import PRESETS, TrainConfig, load_checkpoint, preset
 from srlib.train_cli import RunLog, train_config, train_sources
 
 # Runs with --lr 0 keep sr == its base upscale: they are NOT LEARNING by construction.
-pytestmark = pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny crops gain nothing from threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning"),
+    pytest.mark.usefixtures("one_thread"),  # tiny crops: one torch thread (tests/conftest.py)
+]
 
 
 @pytest.fixture
