@@ -44,3 +44,13 @@ def resnet_unet_x2(device: str = "cpu") -> Upscaler:
 def resnet_unet_perceptual_x2(device: str = "cpu") -> Upscaler:
     """ResNet-UNet x2 (frozen ResNet18 encoder), perceptual loss: the most detail, lower PSNR."""
     return _load("resnet_unet_perceptual_x2", device)
+
+
+def unet_real_x2(device: str = "cpu") -> Upscaler:
+    """UNet x2 trained on realistic lq (JPEG, noise): for JPEGs from phones and the web."""
+    return _load("unet_real_x2", device)
+
+
+def unet_real_gan_x2(device: str = "cpu") -> Upscaler:
+    """unet_real_x2 fine-tuned with a PatchGAN: more fine detail, a little lower PSNR."""
+    return _load("unet_real_gan_x2", device)

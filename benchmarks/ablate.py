@@ -15,21 +15,107 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 
 import srlib.data  # noqa: E402
+import srlib.models as M  # noqa: E402
 import srlib.resize  # noqa: E402
-from srlib.models import ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
+from srlib.models import ResBlock, ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
+
+OLD_UNET = dict(
+    encoder_channels=(32, 64, 128, 128), decoder_channels=(128, 64, 32), refine_blocks=0
+)
+
+
+class AddDecoder(nn.Module):
+    """Ablation only: deeper features 1x1-projected at low resolution, upsampled and *added*
+    to the skip (no concat conv at level 0), then `blocks[i]` ResBlocks per level, deepest
+    first. Output at level 0 with the encoder's level-0 width."""
+
+    def __init__(self, encoder_channels: tuple[int, ...], blocks: tuple[int, ...]):
+        super().__init__()
+        chs = encoder_channels
+        self.proj = nn.ModuleList(nn.Conv2d(chs[i + 1], chs[i], 1) for i in range(len(chs) - 1))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(*[ResBlock(chs[i]) for _ in range(n)])
+            for i, n in zip(range(len(chs) - 2, -1, -1), blocks, strict=True)
+        )
+        self.out_channels = chs[0]
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for i, (block, skip) in enumerate(zip(self.blocks, feats[-2::-1], strict=True)):
+            proj = self.proj[len(self.proj) - 1 - i]  # deepest projection first
+            x = block(F.interpolate(proj(x), size=skip.shape[-2:], mode="nearest") + skip)
+        return x
+
+
+def add_fuse_unet(scale: int, chs: tuple[int, ...], blocks: tuple[int, ...]) -> UNetUpscaler:
+    """A UNetUpscaler whose decoder is an AddDecoder (config emptied: not rebuildable)."""
+    model = UNetUpscaler(scale, chs, (chs[0],) * (len(chs) - 1), refine_blocks=0)
+    model.decoder = AddDecoder(chs, blocks)
+    model.config = {}  # infer's receptive-field probe then copies the model itself
+    return model
+
+
+class RepConv(nn.Module):
+    """Ablation only: a 3x3 conv trained as 3x3 + 1x1 + per-channel identity branches, folded
+    into one 3x3 kernel on every forward (so a step costs one conv, as at inference)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+        self.w1 = nn.Parameter(torch.zeros(out_ch, in_ch, 1, 1))  # starts as the plain conv
+        same = in_ch == out_ch and stride == 1
+        self.id_scale = nn.Parameter(torch.zeros(out_ch)) if same else None
+        self.stride = stride
+
+    weight = property(lambda self: self.conv.weight)  # the head zero-initialises these
+    bias = property(lambda self: self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.conv.weight + F.pad(self.w1, (1, 1, 1, 1))  # (out, in, 3, 3)
+        if self.id_scale is not None:
+            w = w + torch.diag_embed(self.id_scale)[..., None, None] * F.pad(
+                torch.ones(1, 1, 1, 1, device=w.device), (1, 1, 1, 1)
+            )
+        return F.conv2d(x, w, self.conv.bias, self.stride, 1)
+
+
+def rep_unet(scale: int) -> UNetUpscaler:
+    """srlib's UNet with every 3x3 conv a RepConv (built by swapping models.conv3x3)."""
+    plain = M.conv3x3
+    M.conv3x3 = RepConv  # ResBlock, UNetEncoder and the head look it up when built
+    try:
+        model = UNetUpscaler(scale)
+    finally:
+        M.conv3x3 = plain
+    model.config = {}
+    return model
+
 
 # name -> constructor(scale, base); all L1-trained. h0 = residual made at LR and pixel-shuffled
 # (the default head); hr32 = the head that also refines with 32 channels at HR resolution.
+# unet_v1 is the UNet's default before issue 13; unet (quality.py) is today's default.
 VARIANTS = {
-    "unet_hr32": lambda s, b: UNetUpscaler(s, head_channels=32, base=b),
-    "unet_h0": lambda s, b: UNetUpscaler(s, head_channels=0, base=b),
+    "unet_v1": lambda s, b: UNetUpscaler(s, **OLD_UNET, base=b),
+    "unet_hr32": lambda s, b: UNetUpscaler(s, **OLD_UNET, head_channels=32, base=b),
+    "unet_h0": lambda s, b: UNetUpscaler(s, **OLD_UNET, head_channels=0, base=b),
     "unet_h0_w48": lambda s, b: UNetUpscaler(
-        s, width=48, decoder_channels=(128, 64, 48), head_channels=0, base=b
+        s, (48, 96, 128, 128), (128, 64, 48), refine_blocks=0, base=b
     ),
+    # Issue 13: where the capacity sits (all at the default head, bicubic base).
+    "unet_refine2": lambda s, b: UNetUpscaler(s, refine_blocks=2, base=b),
+    "unet_w64": lambda s, b: UNetUpscaler(s, (64, 64, 128), (64, 64), refine_blocks=0, base=b),
+    "unet_48_64_128": lambda s, b: UNetUpscaler(s, (48, 64, 128), (64, 48), base=b),
+    "unet_add4": lambda s, b: add_fuse_unet(s, (48, 48, 96, 96), (1, 1, 2)),
+    "unet_add3": lambda s, b: add_fuse_unet(s, (48, 48, 96), (1, 3)),
+    "unet_rep": lambda s, b: rep_unet(s),
     "res_hr32": lambda s, b: ResNetUNetUpscaler(
         s, decoder_channels=(128, 96, 64), head_channels=32, base=b
     ),
@@ -58,5 +144,5 @@ if __name__ == "__main__":
         srlib.data.degrade = quantized_degrade(srlib.resize.degrade)
         print("training lq quantised to 8 bits")
     for key, make in VARIANTS.items():
-        quality.MODELS[key] = (key, "l1", make)
+        quality.MODELS[key] = (key, "l1", 2e-3, make)
     quality.main()

@@ -43,9 +43,8 @@ import torch
 
 from srlib import data, metrics
 from srlib.io import atomic_write
-from srlib.losses import make_loss
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler
-from srlib.train import fit, pick_device, preset, seed_everything
+from srlib.train import fit, loss_for, pick_device, preset, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SETS = ("Set5", "Set14")
@@ -184,7 +183,7 @@ def train_one(
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    hist = fit(model, make_loss(cfg.loss), train_set, None, cfg, resume=False, progress=False)
+    hist = fit(model, loss_for(cfg), train_set, None, cfg, resume=False, progress=False)
     peak = "-"
     if device.type == "cuda":
         peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"

@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py --train ../shared/datasets/T91 --bench ../shared/datasets \
         --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,rescnn,seed] \
-        [--out results.md]
+        [--threads 1 --jobs 2] [--out results.md]
 
 Every model trains with `srlib.train.fit` for the same wall-clock budget (seconds per model),
 on the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then
@@ -10,6 +10,10 @@ is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/S
 `scale` border pixels cropped, as in the papers. x4 is two x2 passes. The table also gives
 measured bicubic (MATLAB) and published rows per set, and the PSNR/SSIM difference of each row
 to bicubic (MATLAB) and to the best trained peer (ESPCN, residual CNN or seed design).
+Each model trains at its own peak learning rate (the `lr` in MODELS, from its own lr search;
+`--lr` sets one for all). `--jobs N` trains N models at a time in separate processes of
+`--threads` threads each (on a 2-core CPU: `--threads 1 --jobs 2`, with OMP_WAIT_POLICY=PASSIVE
+set for the children, so two runs do not slow each other down more than their share).
 `--base` and `--downscale` name torch kernels: the models' base upscale ("bicubic (torch)")
 and the training lq ("bicubic (torch, antialiased)"); see srlib.resize.
 """
@@ -17,12 +21,16 @@ and the training lq ("bicubic (torch, antialiased)"); see srlib.resize.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
+import os
 import shlex
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,8 @@ from peers import ESPCN, ResidualCNN, SeedUpscaler  # noqa: E402
 
 from srlib import infer, metrics  # noqa: E402
 from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
+from srlib.degrade import DEGRADATIONS  # noqa: E402
+from srlib.io import atomic_write  # noqa: E402
 from srlib.losses import make_loss  # noqa: E402
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler  # noqa: E402
 from srlib.resize import degrade_label, upsample_label  # noqa: E402
@@ -41,18 +51,21 @@ from srlib.train import TrainConfig, fit  # noqa: E402
 
 PEERS = ("espcn", "rescnn", "seed")
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column
-# name -> (label, loss, constructor(scale, base))
-MODELS: dict[str, tuple[str, str, Callable[[int, str], nn.Module]]] = {
-    "unet": ("UNet (L1)", "l1", lambda s, b: UNetUpscaler(s, base=b)),
-    "resnet_l1": ("ResNet-UNet (L1)", "l1", lambda s, b: ResNetUNetUpscaler(s, base=b)),
+# name -> (label, loss, peak lr, constructor(scale, base)). The lr is each model's own best:
+# rescnn's from its search (benchmarks/results/peer_rescnn_600s.md: 2e-3 collapsed one seed),
+# srlib's models use TrainConfig's default; ESPCN and the seed design were not searched.
+MODELS: dict[str, tuple[str, str, float, Callable[[int, str], nn.Module]]] = {
+    "unet": ("UNet (L1)", "l1", 2e-3, lambda s, b: UNetUpscaler(s, base=b)),
+    "resnet_l1": ("ResNet-UNet (L1)", "l1", 2e-3, lambda s, b: ResNetUNetUpscaler(s, base=b)),
     "resnet_perceptual": (
         "ResNet-UNet (perceptual)",
         "perceptual",
+        2e-3,
         lambda s, b: ResNetUNetUpscaler(s, base=b),
     ),
-    "espcn": ("ESPCN (L1, peer)", "l1", lambda s, b: ESPCN(s)),
-    "rescnn": ("residual CNN (L1, peer)", "l1", lambda s, b: ResidualCNN(s)),
-    "seed": ("seed design (L1, peer)", "l1", lambda s, b: SeedUpscaler(s, pretrained=True)),
+    "espcn": ("ESPCN (L1, peer)", "l1", 2e-3, lambda s, b: ESPCN(s)),
+    "rescnn": ("residual CNN (L1, peer)", "l1", 1e-3, lambda s, b: ResidualCNN(s)),
+    "seed": ("seed design (L1, peer)", "l1", 2e-3, lambda s, b: SeedUpscaler(s, pretrained=True)),
 }
 
 
@@ -115,13 +128,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rotate", action="store_true", help="also random 90-degree rotations")
     ap.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip, help="0: off")
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak LR, cosine to 0")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="peak LR for all models (default: each its own, see MODELS)")  # fmt: skip
     ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bicubic",
                     help="torch kernel of the models' base upscale")  # fmt: skip
     ap.add_argument("--downscale", choices=("bilinear", "bicubic"), default="bicubic",
                     help="torch antialiased kernel that makes the training lq")  # fmt: skip
+    ap.add_argument("--degradation", choices=DEGRADATIONS, default="clean",
+                    help="training lq: clean, or srlib.degrade's realistic chain")  # fmt: skip
+    ap.add_argument("--keep", default=None,
+                    help="keep each model's run in KEEP/<model> (default: a temp dir)")  # fmt: skip
     ap.add_argument("--val-fraction", type=float, default=0.0, help="held-out training images")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--jobs", type=int, default=1, help="models trained at a time (processes)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
@@ -135,14 +154,22 @@ def parse_args() -> argparse.Namespace:
         if not (Path(args.bench) / s).is_dir():
             ap.error(f"benchmark set {Path(args.bench) / s} not found")
     args.min_crop = args.min_crop or args.patch
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
     return args
+
+
+def run_name(name: str, args: argparse.Namespace) -> str:
+    """The run folder of a model: its key, plus the degradation when it is not clean."""
+    return name if args.degradation == "clean" else f"{name}_{args.degradation}"
 
 
 def train(
     name: str, args: argparse.Namespace, train_src: list, val_src: list, out_dir: str
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build and train one model for args.budget seconds; returns (model, table info)."""
-    label, loss_name, make = MODELS[name]
+    label, loss_name, own_lr, make = MODELS[name]
+    lr = own_lr if args.lr is None else args.lr
     torch.manual_seed(args.seed)  # the same initial weights for a model on every run
     model, loss_fn = make(args.scale, args.base), make_loss(loss_name)
 
@@ -152,12 +179,14 @@ def train(
         return SRDataset(
             sources, args.patch, args.scale, crops, is_train, args.min_crop, args.max_crop,
             rotate=args.rotate, method=args.downscale, seed=args.seed,
+            degradation=args.degradation,
         )  # fmt: skip
 
     cfg = TrainConfig(
-        name=name, scale=args.scale, patch_size=args.patch, min_crop=args.min_crop,
+        name=run_name(name, args), scale=args.scale, patch_size=args.patch, min_crop=args.min_crop,
         crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
-        batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=args.lr,
+        degradation=args.degradation,
+        batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=lr,
         grad_clip=args.grad_clip,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
@@ -167,6 +196,7 @@ def train(
         "model": label,
         "key": name,
         "params": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
+        "lr": f"{lr:g}",
         "samples/s": f"{hist['samples_per_s']:.1f}",
         "steps": str(len(hist["step"])),
         "ImageNet": imagenet_status(model, loss_fn),
@@ -180,6 +210,29 @@ def train(
         flush=True,
     )
     return model.eval(), info
+
+
+def train_and_evaluate(
+    name: str,
+    args: argparse.Namespace,
+    train_src: list,
+    val_src: list,
+    out_dir: str,
+    keys: list[tuple[str, int]],
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Train one model and evaluate it on each (set, scale); runs in a --jobs worker too."""
+    torch.set_num_threads(args.threads)  # a spawned worker starts with torch's default
+    warnings.filterwarnings("ignore", message="ImageNet ResNet18 weights are NOT available")
+    model, info = train(name, args, train_src, val_src, out_dir)
+    rows = {}
+    for s, k in keys:
+        t = time.perf_counter()
+        fn = upscaler_at(model, args.scale, k)
+        mean = metrics.evaluate(fn, Path(args.bench) / s, k)["mean"]
+        rows[(s, k)] = {**info, **mean}
+        dt = time.perf_counter() - t
+        print(f"  {info['model']}, {s} x{k}: PSNR {mean['psnr_y']:.2f} dB ({dt:.1f} s)", flush=True)
+    return rows
 
 
 def table_rows(results: dict[tuple[str, int], list[dict]], bench: str) -> list[dict[str, Any]]:
@@ -212,8 +265,9 @@ def main() -> None:
         f"command: python {shlex.join(sys.argv)}",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
         f"budget {args.budget:g} s per model, batch {args.batch}, gt patch {args.patch}px, "
-        f"lr {args.lr:g}, grad clip {args.grad_clip:g}, base {upsample_label(args.base)}, lq by "
-        f"{degrade_label(args.downscale)} downscale, seed {args.seed}"
+        f"lr {'per model' if args.lr is None else f'{args.lr:g}'}, grad clip {args.grad_clip:g}, "
+        f"base {upsample_label(args.base)}, lq by {degrade_label(args.downscale)} downscale, "
+        f"{args.degradation} degradation, seed {args.seed}"
         + (", rotations" if args.rotate else ""),
     ]
     print("\n".join(header), flush=True)
@@ -221,23 +275,23 @@ def main() -> None:
     print(f"training images: {len(train_src)} train, {len(val_src)} validation ({args.train})")
 
     results: dict[tuple[str, int], list[dict]] = {(s, k): [] for s in args.sets for k in scales}
-    with tempfile.TemporaryDirectory(prefix="srlib_quality_") as out_dir:
-        for name in args.models:
-            model, info = train(name, args, train_src, val_src, out_dir)
-            for (s, k), rows in results.items():
-                t = time.perf_counter()
-                fn = upscaler_at(model, args.scale, k)
-                mean = metrics.evaluate(fn, Path(args.bench) / s, k)["mean"]
-                rows.append({**info, **mean})
-                dt = time.perf_counter() - t
-                print(
-                    f"  {s} x{k}: PSNR {mean['psnr_y']:.2f} dB (evaluated in {dt:.1f} s)",
-                    flush=True,
-                )
-            del model, fn  # free its memory before the next one trains
+    with contextlib.ExitStack() as stack:
+        out_dir = args.keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="srlib_q_"))
+        jobs = [(name, args, train_src, val_src, out_dir, list(results)) for name in args.models]
+        if args.jobs == 1:
+            done = [train_and_evaluate(*job) for job in jobs]
+        else:
+            # Set before the children start: OpenMP reads it when torch loads in each of them.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            ctx = multiprocessing.get_context("spawn")  # no forked OpenMP/torch state
+            with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+                done = list(pool.map(train_and_evaluate, *zip(*jobs, strict=True)))
+    for rows in done:  # in --models order, whichever finished first
+        for key, row in rows.items():
+            results[key].append(row)
 
     lpips = ["lpips"] if metrics.lpips_status()[0] else []
-    columns = ["set", "scale", "model", "params", "samples/s", "steps", "ImageNet", "psnr_y",
+    columns = ["set", "scale", "model", "params", "lr", "samples/s", "steps", "ImageNet", "psnr_y",
                "ssim_y", "detail", *lpips, f"Δ {BASELINE}", "Δ best peer"]  # fmt: skip
     table = metrics.format_table(table_rows(results, args.bench), columns)
     notes = (
@@ -250,7 +304,8 @@ def main() -> None:
     text = "\n".join(header) + "\n\n" + table + "\n\n" + notes + "\n"
     print("\n" + table + "\n\n" + notes)
     if args.out:
-        Path(args.out).write_text(text)
+        with atomic_write(args.out, "w") as f:  # a killed run never leaves half a table
+            f.write(text)
         print(f"wrote {args.out}")
 
 

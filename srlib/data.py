@@ -2,7 +2,8 @@
 
 Every image becomes an (H, W, 3) uint8 RGB array; a training pair is a random square crop of
 random side, rescaled to a fixed output size S (gt, (3, S, S) in [0, 1]) and an antialiased
-downscale of it by the SR factor (lq, (3, S/scale, S/scale)). Large photographs are best
+downscale of it by the SR factor (lq, (3, S/scale, S/scale)), or with degradation="realistic"
+a blurred, resized, noisy, JPEG-compressed one (srlib.degrade). Large photographs are best
 decoded once into `.npy` files (`prepare_cache`), which are memory-mapped so a crop reads
 only the rows it needs:
 
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from srlib.degrade import Realistic, check_degradation, training_lq
 
 # Decoding, scanning and writing live in srlib.io; re-exported here for existing callers.
 from srlib.io import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
@@ -130,6 +133,8 @@ class SRDataset(Dataset):
     are files that cannot be decoded. verify=True decodes every file once here so truncated
     files are caught up front; verify=False only reads headers (for huge uncached folders), and
     a file that fails later is replaced by the next image for that crop, with a warning.
+    degradation makes the lq: "clean" (`degrade(gt, scale, method)`), "realistic" or a
+    `srlib.degrade.Realistic` (blur, noise, JPEG: `srlib.degrade.realistic_lq`).
     """
 
     def __init__(
@@ -145,11 +150,14 @@ class SRDataset(Dataset):
         method: str = "bilinear",
         seed: int = 0,
         verify: bool = True,
+        degradation: str | Realistic = "clean",
     ):
         if size % scale:
             raise ValueError(f"output size {size} is not divisible by scale {scale}")
         if method not in ("bilinear", "bicubic"):
             raise ValueError(f"method must be 'bilinear' or 'bicubic', got {method!r}")
+        check_degradation(degradation)
+        self.degradation = degradation
         self.size, self.scale, self.train = size, scale, train
         self.crops_per_image = crops_per_image
         self.min_crop, self.max_crop = min_crop or size, max_crop
@@ -205,7 +213,10 @@ class SRDataset(Dataset):
         else:
             raise RuntimeError("none of the dataset's images can be read any more")
         gt = self._crop(img, rng).float() / 255  # (3, S, S)
-        return degrade(gt, self.scale, self.method), gt  # (3, S/scale, S/scale), (3, S, S)
+        # Its own generator from the same key: a seed gives the same crops whatever the degradation.
+        lq_rng = np.random.default_rng([*key, 1])
+        lq = training_lq(gt, self.scale, self.method, self.degradation, lq_rng)
+        return lq, gt  # (3, S/scale, S/scale), (3, S, S)
 
     def _crop(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Random square crop of random side -> (3, S, S) uint8, flipped in training."""

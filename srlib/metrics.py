@@ -14,25 +14,40 @@ published tables:
   (benchmarks/bicubic_check.py). The baselines are labelled by implementation, e.g.
   "bicubic (MATLAB)", because torch's bicubic (the models' base upscale) is another kernel.
 Besides: RGB PSNR (`psnr_rgb`, our own, not the paper convention), a weight-free detail ratio
-(`detail_ratio`) and LPIPS when its weights are already on disk.
+(`detail_ratio`), LPIPS when its weights are already on disk, and deterministic degraded copies
+of a benchmark (`degraded_benchmark`: its LR files JPEG-compressed or noisy, see CONDITIONS).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
 from srlib.io import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # re-exported: one list, srlib.io
-from srlib.io import LostPrecisionWarning, find_images, is_gray, open_image, to_tensor
+from srlib.io import (
+    LostPrecisionWarning,
+    atomic_write,
+    find_images,
+    is_gray,
+    open_image,
+    save_image,
+    to_rgb_array,
+    to_tensor,
+)
 from srlib.resize import BASELINES, _round, matlab_bicubic, matlab_bilinear
 from srlib.resize import imresize as imresize  # re-exported: metrics.imresize still works
 from srlib.resize import make_lq as make_lq  # re-exported, used by evaluate
@@ -416,7 +431,7 @@ def evaluate(
         if was_training:
             model_or_fn.train()
     mean = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
-    dataset = folder.parent.name if folder.name.startswith("image_SRF_") else folder.name
+    dataset = _dataset_name(folder)
     return {
         "method": method,
         "dataset": dataset,
@@ -435,6 +450,114 @@ def summary_row(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
     row.update(extra)
     row.update(result["mean"])
     return row
+
+
+def _dataset_name(folder: Path) -> str:
+    """The benchmark's name: Set5 for both Set5/ and Set5/image_SRF_2/."""
+    return folder.parent.name if folder.name.startswith("image_SRF_") else folder.name
+
+
+# --------------------------------------------------------------------------------------------
+# Degraded benchmarks: the given LR files as users' inputs look (JPEG-compressed, noisy)
+
+CONDITIONS = ("clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "noise5", "noise15")
+# Hidden, so neither _find_images nor find_images sees it; written last, it marks a variant
+# folder as complete.
+_MANIFEST = ".srlib_degraded.json"
+
+
+def _condition(condition: str) -> tuple[str, int]:
+    """("clean", 0), ("jpeg", quality) or ("noise", sigma) for a name in CONDITIONS."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
+    kind = condition.rstrip("0123456789")
+    return kind, int(condition[len(kind) :] or 0)
+
+
+def degrade_image(im: Image.Image, condition: str, key: str) -> Image.Image:
+    """`im` as an 8-bit L or RGB image degraded by `condition` (one of CONDITIONS).
+
+    jpegQ: encoded by PIL as JPEG at quality Q with its defaults (4:2:0 chroma subsampling for
+    RGB) and decoded. noiseS: Gaussian noise of sigma S (0..255 units) added, rounded and
+    clipped, seeded by zlib.crc32(key) (the file name), not hash(): the same noise on every
+    run and machine. Gray images stay one channel (one JPEG plane, one noise plane).
+    """
+    kind, amount = _condition(condition)
+    if im.mode not in ("L", "RGB"):  # 16-bit, alpha, palette, ...: 8 bits, as evaluate reads it
+        rgb = to_rgb_array(im)
+        im = Image.fromarray(np.ascontiguousarray(rgb[..., 0]) if is_gray(im) else rgb)
+    if kind == "jpeg":
+        buf = BytesIO()
+        im.save(buf, format="JPEG", quality=amount)
+        buf.seek(0)
+        with Image.open(buf) as jpg:
+            return jpg.convert(im.mode)  # decodes; the mode is already L or RGB
+    if kind == "noise":
+        rng = np.random.default_rng(zlib.crc32(key.encode("utf-8")))
+        arr = np.asarray(im, dtype=np.float64)
+        noisy = np.round(arr + amount * rng.standard_normal(arr.shape))
+        return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    return im.copy()
+
+
+def _crc_file(path: Path) -> int:
+    """CRC32 of a file's bytes (benchmark images are small)."""
+    with open(path, "rb") as f:
+        return zlib.crc32(f.read())
+
+
+def degraded_benchmark(
+    folder: str | os.PathLike, scale: int, condition: str, out_dir: str | os.PathLike
+) -> Path:
+    """A copy of benchmark `folder` (x`scale`) with its LR files degraded; pass it to evaluate.
+
+    Writes out_dir/<condition>/<dataset>/image_SRF_<scale>/: the HR files copied byte for byte,
+    each LR file replaced by degrade_image(LR, condition, LR file name) saved as PNG (lossless,
+    so JPEG artefacts are exactly the encoder's). Returns out_dir/<condition>/<dataset>, which
+    evaluate reports under the same dataset name; "clean" returns `folder` itself. Cached: a
+    variant whose manifest (written last) names the same condition and source files (CRC32 of
+    their bytes) is reused as is, anything else is rebuilt. Needs given LR files: a plain HR
+    folder is a ValueError.
+    """
+    kind, _ = _condition(condition)
+    folder = Path(folder)
+    layout, items = _find_images(folder, scale)
+    if layout != "benchmark":
+        raise ValueError(f"{folder} has no given LR files (*_SRF_{scale}_LR.png) to degrade")
+    if kind == "clean":
+        return folder
+    root = Path(out_dir) / condition / _dataset_name(folder)
+    sub = root / f"image_SRF_{scale}"
+    if sub.resolve() == items[0][1].parent.resolve():
+        raise ValueError(f"out_dir {out_dir} would overwrite the source benchmark {folder}")
+    sources = {p.name: p for _, hr, lr in items for p in (hr, lr)}
+    manifest = {
+        "condition": condition,
+        "scale": scale,
+        "sources": {name: _crc_file(p) for name, p in sources.items()},
+    }
+    done = sub / _MANIFEST
+    try:
+        cached = json.loads(done.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if cached == manifest and all((sub / name).is_file() for name in sources):
+        return root
+    done.unlink(missing_ok=True)  # a half-rebuilt variant must not look complete
+    if sub.is_dir():  # pairs of an earlier, different source would be evaluated too
+        for stale in sub.glob(f"*_SRF_{scale}_[HL]R.png"):
+            if stale.name not in sources:
+                stale.unlink()
+    for _, hr, lr in items:
+        with open(hr, "rb") as src, atomic_write(sub / hr.name) as dst:
+            shutil.copyfileobj(src, dst)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LostPrecisionWarning)  # degraded at 8 bits anyway
+            im = open_image(lr)
+        save_image(degrade_image(im, condition, lr.name), sub / lr.name)
+    with atomic_write(done, "w") as f:
+        json.dump(manifest, f, indent=1)
+    return root
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -10,6 +11,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
+# A GAN run's loss parts (srlib.train): BCEs, ln 2 each when the discriminator cannot tell.
+ADVERSARIAL_PARTS = ("g_adv", "d_real", "d_fake")
 
 
 def to_numpy(img: torch.Tensor) -> np.ndarray:
@@ -89,6 +93,9 @@ def plot_losses(histories: Mapping[str, dict], title: str = "", smooth: int = 10
     for ax, part in zip(axes[2 : 2 + len(parts)], parts, strict=True):
         ax.set_title(f"part: {part}")
         ax.set_yscale("log")
+        if part in ADVERSARIAL_PARTS:  # a GAN's balance: which side of ln 2 each BCE is on
+            ax.axhline(math.log(2), color="k", ls=":", lw=1, label="ln 2 (D at chance)")
+            ax.legend(fontsize=8)
     axes[-1].set_title("validation PSNR (RGB, dB)")
     for ax in axes:
         ax.set_xlabel("step")

@@ -10,6 +10,7 @@ Several GPUs: `torchrun --nproc_per_node N -m srlib train ...` runs one process 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -25,14 +26,23 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from srlib.data import make_loader
+from srlib.degrade import DEGRADATIONS
 from srlib.io import atomic_write
-from srlib.models import Upscaler, build_model
+from srlib.losses import SharpnessLoss, make_loss
+from srlib.models import (
+    PatchDiscriminator,
+    UNetDiscriminator,
+    Upscaler,
+    build_model,
+    upgrade_model_config,
+)
 
 
 @dataclass
@@ -45,7 +55,15 @@ class TrainConfig:
     min_crop: int = 64  # smallest random crop side taken from a photo before rescaling
     crops_per_image: int = 64  # dataset length = images * crops_per_image ("one epoch")
     downscale: str = "bicubic"  # how lq is made from gt: "bilinear" (seed) or "bicubic"
+    degradation: str = "clean"  # "clean", "realistic" (web photos) or "realesrgan" (degrade.NAMED)
     loss: str = "l1"  # "l1", "l2" or "perceptual"
+    sharpness: float = 0.0  # weight of the sharpness loss part (losses.SharpnessLoss), 0 = off
+    sharpness_kind: str = "gradient"  # that part: "gradient" or "fft" (losses.SharpnessLoss)
+    gan: str = "none"  # adversarial training: "none", or the discriminator, "unet" or "patch"
+    gan_weight: float = 0.1  # weight of the adversarial part, g_adv, in the generator's loss
+    gan_lr: float = 1e-4  # the discriminator's Adam lr, constant (the generator's is `lr`)
+    ema: float = 0.0  # decay of an EMA of the weights (e.g. 0.999): validated, saved; 0 = off
+    init_from: str = ""  # a checkpoint (same model) whose weights a new run starts from; "": none
     batch_size: int = 8  # at a fixed time budget 8 beat 4 and 16 (more steps; ablate.py)
     steps: int = 1000  # optimiser steps in total
     time_budget_s: float | None = None  # also stop (and anneal the LR) by wall-clock time
@@ -102,11 +120,39 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# TrainConfig fields added after checkpoints were first written, with the value that means
+# "as before": an older checkpoint lacks them and still resumes (and loads) as the same run.
+ADDED_FIELDS: dict[str, object] = {
+    "degradation": "clean",
+    "sharpness": 0.0,
+    "sharpness_kind": "gradient",
+    "gan": "none",
+    "gan_weight": 0.1,
+    "gan_lr": 1e-4,
+    "ema": 0.0,
+    "init_from": "",
+}
+
+
+def upgrade_config(saved: dict) -> dict:
+    """A checkpoint's training config with the fields added since it was written filled in."""
+    return {**ADDED_FIELDS, **saved}
+
+
 def preset(preset_name: str, /, **overrides) -> TrainConfig:
     """A TrainConfig from a named preset ('smoke', 'quick', 'full') plus explicit overrides."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     return TrainConfig(**{**PRESETS[preset_name], **overrides})
+
+
+def loss_for(cfg: TrainConfig, pretrained: bool = True) -> nn.Module:
+    """The loss a config asks for: `cfg.loss`, plus the sharpness part when `cfg.sharpness` > 0."""
+    return make_loss(cfg.loss, pretrained, cfg.sharpness, cfg.sharpness_kind)
+
+
+# TrainConfig.gan: no adversarial loss, or the discriminator to train against (srlib.models).
+GAN_KINDS = ("none", "unet", "patch")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -133,6 +179,22 @@ def check_config(cfg: TrainConfig) -> None:
     budget = cfg.time_budget_s
     if budget is not None and not 0 < budget < math.inf:
         problems.append(f"time_budget_s must be > 0 seconds (or None: no budget), got {budget}")
+    if not 0 <= cfg.sharpness < math.inf:
+        problems.append(f"sharpness must be a finite number >= 0, got {cfg.sharpness}")
+    if cfg.sharpness_kind not in SharpnessLoss.KINDS:
+        kinds = " or ".join(map(repr, SharpnessLoss.KINDS))
+        problems.append(f"sharpness_kind must be {kinds}, got {cfg.sharpness_kind!r}")
+    if cfg.degradation not in DEGRADATIONS:
+        problems.append(f"degradation must be one of {DEGRADATIONS}, got {cfg.degradation!r}")
+    if cfg.gan not in GAN_KINDS:
+        problems.append(f"gan must be one of {GAN_KINDS}, got {cfg.gan!r}")
+    for k in ("gan_weight", "gan_lr"):
+        if not 0 <= getattr(cfg, k) < math.inf:
+            problems.append(f"{k} must be a finite number >= 0, got {getattr(cfg, k)}")
+    if not 0 <= cfg.ema < 1:
+        problems.append(f"ema must be >= 0 and < 1 (a decay; 0: no EMA), got {cfg.ema}")
+    if not isinstance(cfg.init_from, str):  # a Path would not load back (weights_only)
+        problems.append(f"init_from must be a str path ('': none), got {cfg.init_from!r}")
     if problems:
         raise ValueError(f"training config {cfg.name!r}: " + "; ".join(problems))
 
@@ -254,7 +316,7 @@ def run_or_shipped(
     run_dir, shipped, expect = Path(run_dir), Path(shipped), expect or {}
 
     def mismatch(config: dict | None) -> str:
-        config = config or {}
+        config = upgrade_config(config or {})
         return ", ".join(f"{k}={config.get(k)!r}" for k, v in expect.items() if config.get(k) != v)
 
     last, best = run_dir / "last.pt", run_dir / "best.pt"
@@ -474,16 +536,28 @@ def _resume(last: Path, resume: bool, rank: int, world: int) -> dict | None:
 
 
 def _restore(
-    ckpt: dict, model: Upscaler, opt: torch.optim.Optimizer, cfg: TrainConfig, last: Path
+    ckpt: dict,
+    model: Upscaler,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    last: Path,
+    gan: _GanTrainer | None = None,
+    ema: _Ema | None = None,
 ) -> tuple[int, dict]:
-    """Load a checkpoint's weights, optimizer and RNG state; returns (its step, its history)."""
-    if ckpt["config"] != dataclasses.asdict(cfg) or ckpt["model_config"] != model.config:
+    """Load a checkpoint's weights, optimizer, RNG (GAN, EMA) state; returns (step, history)."""
+    same_config = upgrade_config(ckpt["config"]) == dataclasses.asdict(cfg)
+    if not same_config or upgrade_model_config(ckpt["model_config"]) != model.config:
         raise ValueError(
             f"{last} was written by a different run (config or model differs). Resuming "
             "would mix two experiments: give this run another `name`, delete that folder, "
             "or pass resume=False to start over (the old checkpoint is then overwritten)."
         )
-    model.load_state_dict(ckpt["model"])
+    # With an EMA, "model" holds the averaged weights (`_save_run`), "raw_model" the trained ones.
+    model.load_state_dict(ckpt["model"] if ema is None else ckpt["raw_model"])
+    if ema is not None:
+        ema.model.load_state_dict(ckpt["model"])
+    if gan is not None:
+        gan.load_state_dict(ckpt["gan"])
     opt.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["torch_rng"])
     return ckpt["step"], {**_new_history(), **ckpt["history"]}
@@ -496,8 +570,16 @@ def _save_run(
     cfg: TrainConfig,
     step: int,
     history: dict,
+    gan: _GanTrainer | None = None,
+    ema: _Ema | None = None,
 ) -> None:
-    """Write a checkpoint `fit` can resume from."""
+    """Write a checkpoint `fit` can resume from; with an EMA, its "model" is the averaged one."""
+    extra = {}
+    if ema is not None:  # readers (load_model, restore_best, export) get the averaged weights
+        extra["raw_model"] = model.state_dict()  # and training continues from these
+        model = ema.model
+    if gan is not None:
+        extra["gan"] = gan.state_dict()  # the discriminator and its optimizer
     save_checkpoint(
         path,
         model=model.state_dict(),  # the plain model's: no DDP "module." prefix
@@ -507,6 +589,7 @@ def _save_run(
         step=step,
         history=history,
         torch_rng=torch.get_rng_state(),
+        **extra,
     )
 
 
@@ -579,6 +662,103 @@ def _alert(history: dict, step: int, name: str, message: str, bar: tqdm | None) 
         warnings.warn(text, NotLearningWarning, stacklevel=3)  # at fit's line
 
 
+class _GanTrainer:
+    """The adversarial half of a GAN run (TrainConfig.gan): a discriminator, its Adam, its losses.
+
+    Non-saturating losses, as in Real-ESRGAN: the generator adds `gan_weight` * BCE(D(sr), real)
+    (part "g_adv") to its loss; the discriminator minimises BCE(D(gt), real) + BCE(D(sr), fake)
+    (parts "d_real", "d_fake"; ln 2 = 0.69 each when it cannot tell them apart). The
+    discriminator is frozen (no gradients, eval mode) outside `discriminator_step`, so in the
+    generator's step only sr gets gradients, and spectral norm's power iteration (a train-mode
+    update of its state) runs once per discriminator step. It trains at a constant lr, in fp32.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        kinds = {"unet": UNetDiscriminator, "patch": PatchDiscriminator}
+        with torch.random.fork_rng(devices=[]):  # seeded, and the run's RNG stream untouched
+            torch.manual_seed(cfg.seed)
+            self.net = kinds[cfg.gan]()
+        self.net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.gan_lr, betas=(0.9, 0.99))
+        self.weight = cfg.gan_weight
+
+    def generator_loss(
+        self, sr: torch.Tensor, loss: torch.Tensor, parts: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`loss` and its `parts` with the adversarial part on sr (B, 3, H, W) added."""
+        logits = self.net(sr.float())
+        g_adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return loss + self.weight * g_adv, {**parts, "g_adv": g_adv.detach()}
+
+    def discriminator_step(self, sr: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step of the discriminator, gt real and sr fake; its loss parts."""
+        self.net.train().requires_grad_(True)
+        # Both in one batch: one forward, and one power iteration per step.
+        real, fake = self.net(torch.cat([gt, sr.detach().float()])).chunk(2)
+        d_real = F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+        d_fake = F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        self.opt.zero_grad(set_to_none=True)
+        (d_real + d_fake).backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)  # no gradients left lying outside its step
+        self.net.eval().requires_grad_(False)
+        return {"d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+    def state_dict(self) -> dict:
+        """The discriminator's weights (spectral norm's state too) and its optimizer's state."""
+        return {"discriminator": self.net.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+        self.net.load_state_dict(state["discriminator"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+class _Ema:
+    """An exponential moving average of a model's weights (TrainConfig.ema), buffers copied.
+
+    After every optimiser step: avg = decay * avg + (1 - decay) * w. It smooths out the last
+    steps' noise, which a GAN's moving target makes larger.
+    """
+
+    def __init__(self, model: Upscaler, decay: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: Upscaler) -> None:
+        """Move the average towards `model`'s current weights."""
+        for avg, w in zip(self.model.parameters(), model.parameters(), strict=True):
+            if w.requires_grad:  # a frozen weight (the ResNet encoder's) stays exactly equal
+                avg.mul_(self.decay).add_(w, alpha=1 - self.decay)
+        for avg, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            avg.copy_(b)
+
+    def copy_to(self, model: Upscaler) -> None:
+        """Load the averaged weights into `model`."""
+        model.load_state_dict(self.model.state_dict())
+
+
+def _warm_start(model: Upscaler, path: str) -> None:
+    """Load checkpoint `path`'s weights into `model` (TrainConfig.init_from): same model only."""
+    if not Path(path).is_file():
+        raise ValueError(f"init_from {path!r}: no such checkpoint file")
+    try:
+        ckpt = load_checkpoint(path)
+        weights, config = ckpt["model"], ckpt["model_config"]
+    except Exception as e:  # truncated, not a torch file, not an srlib checkpoint
+        raise ValueError(f"init_from {path}: not a readable srlib checkpoint ({e})") from e
+    if upgrade_model_config(config) != model.config:
+        raise ValueError(
+            f"init_from {path} holds another model ({config}) than this run's ({model.config}): "
+            "a warm start needs the same architecture and arguments"
+        )
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise ValueError(f"init_from {path} holds NaN/inf weights ({bad[0]}, ...): a diverged run")
+    model.load_state_dict(weights)
+
+
 def fit(
     model: Upscaler,
     loss_fn: nn.Module,
@@ -611,10 +791,22 @@ def fit(
     plain model) and reads last.pt, which it sends to the others: only rank 0 needs to see
     out_dir. All processes stop at the same step, on any one's interrupt; all raise on a
     non-finite loss; all return the same history (timings aside).
+
+    `cfg.gan` "unet" or "patch": each step also trains that discriminator (`_GanTrainer`) and
+    adds `gan_weight` times its adversarial loss to the generator's; 'train' gets the parts
+    'g_adv', 'd_real' and 'd_fake'. `cfg.ema` > 0: validation, best.pt, last.pt's 'model' and
+    the returned model are an EMA of the weights (last.pt also keeps the trained ones as
+    'raw_model', to resume). `cfg.init_from`: a new run starts from that checkpoint's weights.
+    GAN and EMA runs take one process for now.
     """
     check_config(cfg)
     rank, world = _rank_and_world()
     main = rank == 0
+    if world > 1 and (cfg.gan != "none" or cfg.ema):
+        raise ValueError(
+            f"GAN training runs in one process for now: gan {cfg.gan!r} and ema {cfg.ema} "
+            f"need a single process, not torchrun's {world}"
+        )
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if world > 1:
@@ -634,13 +826,22 @@ def fit(
 
     last = run_dir / "last.pt"
     ckpt = _resume(last, resume, rank, world)
+    if ckpt is None and cfg.init_from:
+        _warm_start(model, cfg.init_from)  # every process reads it; before the EMA copies it
+        if main:
+            print(f"{cfg.name} starts from the weights of {cfg.init_from}")
+    gan = _GanTrainer(cfg, device) if cfg.gan != "none" else None
+    ema = _Ema(model, cfg.ema) if cfg.ema else None
+    scored = model if ema is None else ema.model  # what validation, best.pt and the caller get
     if ckpt is not None:
-        step, history = _restore(ckpt, model, opt, cfg, last)
+        step, history = _restore(ckpt, model, opt, cfg, last, gan, ema)
         best = max(history["val"]["psnr"], default=-math.inf)
         if main:
             print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
     budget = cfg.time_budget_s
     if step >= cfg.steps or (budget is not None and history["train_seconds"] >= budget):
+        if ema is not None:
+            ema.copy_to(model)
         return history  # already finished: the model now holds its final weights
 
     if len(train_set) < cfg.batch_size:
@@ -669,7 +870,7 @@ def fit(
 
     def checkpoint(path: Path) -> None:
         if main:
-            _save_run(path, model, opt, cfg, step, history)
+            _save_run(path, model, opt, cfg, step, history, gan, ema)
 
     # Loss parts stay on the device and are fetched every `log_every` steps: one sync per
     # batch of steps instead of one per step (a GPU would otherwise wait on every .item()).
@@ -687,7 +888,7 @@ def fit(
     def run_validation() -> None:
         nonlocal best
         # The plain model, not the DDP wrapper: its forward is for training steps.
-        v_loss, v_psnr = validate(model, loss_fn, val_loader, device, across_ranks=world > 1)
+        v_loss, v_psnr = validate(scored, loss_fn, val_loader, device, across_ranks=world > 1)
         epoch = step / steps_per_epoch
         line = _record_validation(history, step, epoch, v_loss, v_psnr, cfg.name, last)
         if main:
@@ -737,11 +938,17 @@ def fit(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     sr = net(lq)  # (B, 3, H, W)
                 loss, parts = loss_fn(sr.float(), gt)
+                if gan is not None:
+                    loss, parts = gan.generator_loss(sr, loss, parts)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # under DDP this also averages the gradients over processes
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
+                if gan is not None:  # on this step's sr, as the generator made it
+                    parts = {**parts, **gan.discriminator_step(sr, gt)}
+                if ema is not None:
+                    ema.update(model)
                 step += 1
                 samples += len(lq) * world
 
@@ -777,6 +984,8 @@ def fit(
     checkpoint(last)
     if world > 1:
         dist.barrier(group=_control_group())  # fit returns everywhere once last.pt is written
+    if ema is not None:
+        ema.copy_to(model)  # the caller gets the averaged weights, as validation and best.pt
     if not finished and main:
         print(
             f"{cfg.name}: interrupted at step {step}/{cfg.steps}; checkpoint {last} written, "

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
 TRAIN_MODELS = {"unet": "UNetUpscaler", "resnet": "ResNetUNetUpscaler"}  # --model -> srlib.models
 # TrainConfig text fields that take one of a few values (the others take any text).
-TRAIN_CHOICES = {"loss": ("l1", "l2", "perceptual"), "downscale": ("bilinear", "bicubic")}
+TRAIN_CHOICES = {
+    "loss": ("l1", "l2", "perceptual"),
+    "downscale": ("bilinear", "bicubic"),
+    "degradation": ("clean", "realistic", "realesrgan"),  # degrade.DEGRADATIONS (no torch import)
+    "sharpness_kind": ("gradient", "fft"),  # srlib.losses.SharpnessLoss.KINDS
+    "gan": ("none", "unet", "patch"),  # srlib.train.GAN_KINDS
+}
 VAL_CROPS_PER_IMAGE = 16  # fixed validation crops per validation photo, as in the notebooks
 EXIT_NOT_LEARNING, EXIT_INTERRUPTED = 3, 130
 TRAIN_EPILOG = """\
@@ -99,8 +105,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
     import torch.distributed as dist
 
     from srlib import data, models
-    from srlib.losses import make_loss
-    from srlib.train import fit, seed_everything
+    from srlib.train import fit, loss_for, seed_everything
 
     main_process = rank == 0
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -112,6 +117,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
         min_crop=cfg.min_crop,
         method=cfg.downscale,
         seed=cfg.seed,
+        degradation=cfg.degradation,  # validation too: it scores the inputs the run is made for
     )
     try:
         train_set = data.SRDataset(train_src, crops_per_image=cfg.crops_per_image, **crop_args)
@@ -122,7 +128,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
             )
         seed_everything(cfg.seed)  # the same initial weights for the same config
         model = getattr(models, TRAIN_MODELS[args.model])(scale=cfg.scale)
-        loss_fn = make_loss(cfg.loss)
+        loss_fn = loss_for(cfg)
     except ValueError as e:  # patch size vs scale, no usable image, a scale the models lack
         raise CliError(_one_line(e)) from e
     # Rank 0 alone reads and writes OUT (fit sends last.pt to the others), so it alone checks
@@ -240,14 +246,17 @@ def check_resume(last: Path, config: dict, model_config: dict) -> None:
     """
     if not last.is_file():
         return
-    from srlib.train import load_checkpoint
+    from srlib.models import upgrade_model_config
+    from srlib.train import load_checkpoint, upgrade_config
 
     try:
         ckpt = load_checkpoint(last)
     except Exception as e:  # truncated, not a torch file
         raise CliError(f"cannot resume from {last}: {_one_line(e)}; delete it to start over") from e
     diffs = []
-    for theirs, ours in ((ckpt.get("config"), config), (ckpt.get("model_config"), model_config)):
+    saved = upgrade_config(ckpt.get("config") or {})  # fields added since then: "as before"
+    theirs_model = upgrade_model_config(ckpt.get("model_config") or {})
+    for theirs, ours in ((saved, config), (theirs_model, model_config)):
         theirs = theirs or {}
         for key in [*ours, *(k for k in theirs if k not in ours)]:
             old, new = theirs.get(key, "(none)"), ours.get(key, "(none)")

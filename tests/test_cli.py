@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ckpt(tmp_path_factory) -> Path:
     """A tiny untrained x2 UNet with a random (not zero) last conv, so outputs differ."""
     torch.manual_seed(0)
-    model = UNetUpscaler(2, width=8, depth=2, max_width=16, decoder_channels=(16, 8))
+    model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
     model.head.up[0].reset_parameters()
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model=model.state_dict(), model_config=model.config, step=1)

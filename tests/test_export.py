@@ -20,14 +20,21 @@ from srlib.models import ResNetUNetUpscaler, UNetUpscaler
 from srlib.train import load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = ["unet_x2", "unet_perceptual_x2", "resnet_unet_x2", "resnet_unet_perceptual_x2"]
+SHIPPED = [
+    "unet_x2",
+    "unet_perceptual_x2",
+    "resnet_unet_x2",
+    "resnet_unet_perceptual_x2",
+    "unet_real_x2",
+    "unet_real_gan_x2",
+]
 
 
 def _tiny(arch: str) -> torch.nn.Module:
     """A tiny untrained x2 model with a random (not zero) last conv: sr is not just the base."""
     torch.manual_seed(0)
     if arch == "unet":
-        model = UNetUpscaler(2, width=8, depth=2, max_width=16, decoder_channels=(16, 8))
+        model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
     else:
         model = ResNetUNetUpscaler(2, depth=2, decoder_channels=(16, 8), pretrained=False)
     model.head.up[0].reset_parameters()

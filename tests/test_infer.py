@@ -35,9 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny_unet(scale: int = 2, head_channels: int = 0) -> UNetUpscaler:
-    m = UNetUpscaler(
-        scale, width=8, depth=2, max_width=16, decoder_channels=(16, 8), head_channels=head_channels
-    )
+    m = UNetUpscaler(scale, (8, 16, 16), (16, 8), 0, head_channels=head_channels)
     return m.eval()
 
 

@@ -68,7 +68,7 @@ def _all_loaders(path: Path) -> tuple[np.ndarray, torch.Tensor]:
 @pytest.fixture(scope="module")
 def unet() -> UNetUpscaler:
     torch.manual_seed(0)
-    m = UNetUpscaler(2, width=8, depth=2, max_width=16, decoder_channels=(16, 8), head_channels=0)
+    m = UNetUpscaler(2, (8, 16, 16), (16, 8), 0, head_channels=0)
     return m.eval()
 
 

@@ -18,13 +18,12 @@ from srlib.models import (
     UNetUpscaler,
     Upscaler,
     build_model,
+    upgrade_model_config,
 )
 
 
 def tiny_unet(scale=2, head_channels=0):
-    return UNetUpscaler(
-        scale, width=8, depth=2, max_width=16, decoder_channels=(16, 8), head_channels=head_channels
-    )
+    return UNetUpscaler(scale, (8, 16, 16), (16, 8), 0, head_channels=head_channels)
 
 
 def tiny_unet_hr_head(scale=2):
@@ -46,8 +45,8 @@ def test_output_shape(make, scale, hw):
 
 
 ENCODERS = {
-    "unet3": lambda: UNetEncoder(8, 3, 32),
-    "unet2": lambda: UNetEncoder(8, 2, 16),
+    "unet3": lambda: UNetEncoder((8, 16, 32, 32)),
+    "unet2": lambda: UNetEncoder((8, 16, 16)),
     "resnet3": lambda: ResNetEncoder(3, pretrained=False),
     "resnet4": lambda: ResNetEncoder(4, pretrained=False),
 }
@@ -154,21 +153,35 @@ def test_build_model_roundtrip():
 
 
 def test_config_is_the_constructor_arguments():
-    model = UNetUpscaler(3, 8, 2, 16, decoder_channels=(16, 8), head_channels=4, base="bilinear")
+    model = UNetUpscaler(3, (8, 16), decoder_channels=(8,), refine_blocks=2, head_channels=4,
+                         base="bilinear")  # fmt: skip
     assert model.config == {
-        "arch": "UNetUpscaler", "scale": 3, "width": 8, "depth": 2, "max_width": 16,
-        "decoder_channels": [16, 8], "head_channels": 4, "base": "bilinear",
+        "arch": "UNetUpscaler", "scale": 3, "encoder_channels": [8, 16],
+        "decoder_channels": [8], "refine_blocks": 2, "head_channels": 4, "base": "bilinear",
     }  # fmt: skip
-    # Exactly what the hand-written configs held before: resuming compares them (srlib.train).
     assert UNetUpscaler().config == {
-        "arch": "UNetUpscaler", "scale": 2, "width": 32, "depth": 3, "max_width": 128,
-        "decoder_channels": [128, 64, 32], "head_channels": 0, "base": "bicubic",
+        "arch": "UNetUpscaler", "scale": 2, "encoder_channels": [48, 48, 96],
+        "decoder_channels": [48, 48], "refine_blocks": 1, "head_channels": 0, "base": "bicubic",
     }  # fmt: skip
     # pretrained and download are not stored: rebuilding never downloads.
     assert tiny_resnet(4, download=False, feature_scale=0.2).config == {
         "arch": "ResNetUNetUpscaler", "scale": 4, "depth": 3, "decoder_channels": [16, 16, 8],
         "head_channels": 0, "base": "bicubic", "feature_scale": 0.2,
     }  # fmt: skip
+
+
+def test_old_unet_configs_rebuild_the_old_architecture():
+    # Before encoder_channels: width doubled per level up to max_width, and no refine blocks.
+    old = {"arch": "UNetUpscaler", "scale": 2, "width": 8, "depth": 2, "max_width": 12,
+           "decoder_channels": [12, 8], "head_channels": 0, "base": "bicubic"}  # fmt: skip
+    model = build_model(old)
+    assert model.encoder.out_channels == (8, 12, 12) and model.stride == 4
+    assert len(model.decoder.refine) == 0
+    same = UNetUpscaler(2, (8, 12, 12), (12, 8), refine_blocks=0)
+    # Resuming and warm starts compare configs in today's form: the old one is the same model.
+    assert upgrade_model_config(old) == same.config == model.config
+    assert model.state_dict().keys() == same.state_dict().keys()
+    assert all(v.shape == same.state_dict()[k].shape for k, v in model.state_dict().items())
 
 
 def test_old_checkpoint_configs_still_load():
@@ -209,6 +222,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="scale"):
         UNetUpscaler(scale=5)
     with pytest.raises(ValueError, match="decoder width"):
-        UNetUpscaler(depth=3, decoder_channels=(8, 8))
+        UNetUpscaler(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8))
+    with pytest.raises(ValueError, match="positive widths"):
+        UNetUpscaler(encoder_channels=())
     with pytest.raises(ValueError, match="base"):
         UNetUpscaler(base="nearest")

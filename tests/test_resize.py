@@ -127,14 +127,12 @@ def test_models_and_figures_show_the_torch_label():
     from srlib.models import UNetUpscaler
     from srlib.plots import comparison_grid
 
-    model = UNetUpscaler(2, width=8, depth=2, max_width=16, decoder_channels=(16, 8))
+    model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
     assert model.base_label == "bicubic (torch)"
     lq = impulse_row(16, 8).float().expand(1, 3, 4, 16)
     # The model's base upscale is what its label says (no clamping needed on this input).
     assert torch.allclose(model.base_upscale(lq), R.BASELINES[model.base_label](lq, 2))
-    bilinear = UNetUpscaler(
-        2, width=8, depth=2, max_width=16, decoder_channels=(16, 8), base="bilinear"
-    )
+    bilinear = UNetUpscaler(2, (8, 16, 16), (16, 8), 0, base="bilinear")
     assert bilinear.base_label == "bilinear (torch)"
     fig = comparison_grid({"unet": model}, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 32, 32))
     titles = [ax.get_title() for ax in fig.axes]

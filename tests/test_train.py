@@ -27,7 +27,7 @@ from srlib.train import (
 
 
 def tiny_model():
-    return UNetUpscaler(2, width=8, depth=2, max_width=16, decoder_channels=(16, 8))
+    return UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
 
 
 def pairs(n=8, size=16, seed=0):
@@ -155,6 +155,30 @@ def test_resume_refuses_a_different_run(tmp_path):
     assert hist["step"] == [1, 2, 3]
     saved = load_checkpoint(tmp_path / "t" / "last.pt")["model"]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+
+
+def test_a_checkpoint_from_before_new_config_fields_still_resumes(tmp_path):
+    """last.pt written before degradation/sharpness existed is the same run, not a new one."""
+    from srlib.train import ADDED_FIELDS, save_checkpoint
+
+    torch.manual_seed(0)
+    full = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path / "a"), progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 4 * 4 + 2), None,
+            cfg(tmp_path / "b"), progress=False)  # fmt: skip
+    last = tmp_path / "b" / "t" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert set(ADDED_FIELDS) <= set(ckpt["config"])
+    for key in ADDED_FIELDS:  # as an older srlib wrote it
+        del ckpt["config"][key]
+    save_checkpoint(last, **ckpt)
+    resumed = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path / "b"), progress=False)
+    assert resumed["train"]["total"] == full["train"]["total"]
+    # ...but not into a run that uses one of the new fields differently.
+    with pytest.raises(ValueError, match="different run"):
+        fit(tiny_model(), PixelLoss("l1"), pairs(), None,
+            cfg(tmp_path / "b", sharpness=0.5), progress=False)  # fmt: skip
 
 
 def test_refuses_dataset_smaller_than_a_batch(tmp_path):

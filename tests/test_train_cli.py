@@ -14,8 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+import srlib.data
 import srlib.train
 from srlib.__main__ import CliError, build_parser, main
+from srlib.degrade import DEGRADATIONS
+from srlib.losses import SharpnessLoss
 from srlib.train import PRESETS, TrainConfig, load_checkpoint, preset
 from srlib.train_cli import RunLog, train_config, train_sources
 
@@ -166,6 +169,25 @@ def test_run_without_validation_exits_0(tmp_path, photos, capsys):
     assert (out / "last.pt").is_file() and not (out / "best.pt").exists()
     assert "no validation photos" in printed and "done: 4 of 4 steps" in printed
     assert json.loads((out / "history.json").read_text())["val"]["psnr"] == []
+
+
+def test_degradation_flag_reaches_both_datasets(tmp_path, photos, monkeypatch):
+    made = []
+    init = srlib.data.SRDataset.__init__
+
+    def recording(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self.degradation)
+
+    monkeypatch.setattr(srlib.data.SRDataset, "__init__", recording)
+    out = tmp_path / "realistic"
+    assert _train(photos, out, "--degradation", "realistic", "--lr", "0") == 3  # lr 0: see above
+    assert made == ["realistic", "realistic"]  # the training and the validation crops
+    assert load_checkpoint(out / "last.pt")["config"]["degradation"] == "realistic"
+    assert _flags()["--degradation"].choices == DEGRADATIONS
+    assert _flags()["--sharpness-kind"].choices == SharpnessLoss.KINDS
+    with pytest.raises(SystemExit):  # argparse: not one of the degradations
+        _parse("--degradation", "jpeg")
 
 
 def test_a_different_config_in_the_same_folder_is_one_line_exit_2(
