@@ -305,8 +305,9 @@ class RunLog:
     """fit's on_validation: writes history.json (atomically) and, if installed, TensorBoard scalars.
 
     The first call of a session rewrites every scalar (a resumed run's earlier steps too) into a
-    new event file that purges the older ones' (purge_step=0), so TensorBoard shows each step
-    once however often the run was resumed.
+    new event file and deletes the older event files of the folder, so TensorBoard shows each
+    step once however often the run was resumed. (TensorBoard's own purge_step compares wall
+    times, and two sessions within a clock tick kept both copies.)
     """
 
     def __init__(self, run_dir: Path):
@@ -328,6 +329,8 @@ class RunLog:
         if self.summary_writer is None:
             return
         if self.writer is None:
+            for old in self.run_dir.glob("events.out.tfevents.*"):  # all rewritten below
+                old.unlink()
             self.writer = self.summary_writer(str(self.run_dir), purge_step=0)
         w, steps, train, val = self.writer, history["step"], history["train"], history["val"]
         done = len(train.get("total", ()))  # loss parts are fetched from the device in batches
