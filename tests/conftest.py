@@ -11,6 +11,21 @@ def _isolated_torch_home(tmp_path_factory, monkeypatch):
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def tiny_unet_checkpoint(tmp_path_factory):
+    """A tiny untrained x2 UNet checkpoint with a random (not zero) last conv, so sr != bicubic."""
+    from srlib.models import UNetUpscaler
+    from srlib.train import save_checkpoint
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
+        model.head.up[0].reset_parameters()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model=model.state_dict(), model_config=model.config, step=1)
+    return path
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors gain nothing from threads (and a `--threads` flag would leak into other

@@ -13,22 +13,16 @@ import srlib
 import srlib.__main__ as cli
 from srlib.__main__ import main
 from srlib.infer import _autocast, upscale_image
-from srlib.models import UNetUpscaler
-from srlib.train import load_model, save_checkpoint
+from srlib.train import load_model
 
 # Tiny tensors: one torch thread in every test here (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A tiny untrained x2 UNet with a random (not zero) last conv, so outputs differ."""
-    torch.manual_seed(0)
-    model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
-    model.head.up[0].reset_parameters()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model=model.state_dict(), model_config=model.config, step=1)
-    return path
+@pytest.fixture
+def ckpt(tiny_unet_checkpoint) -> Path:
+    """The shared tiny UNet checkpoint (tests/conftest.py)."""
+    return tiny_unet_checkpoint
 
 
 def _noise(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from srlib import metrics as M
-from srlib.models import UNetUpscaler
-from srlib.train import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 JPEGS = [c for c in M.CONDITIONS if c.startswith("jpeg")]
@@ -185,15 +182,10 @@ def _load_realworld():
     return module
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A tiny untrained x2 UNet with a random (not zero) last conv, so it is not bicubic."""
-    torch.manual_seed(0)
-    model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
-    model.head.up[0].reset_parameters()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model=model.state_dict(), model_config=model.config, step=1)
-    return path
+@pytest.fixture
+def ckpt(tiny_unet_checkpoint) -> Path:
+    """The shared tiny UNet checkpoint (tests/conftest.py)."""
+    return tiny_unet_checkpoint
 
 
 def test_realworld_main_prints_every_condition_with_a_gain(tmp_path, ckpt, capsys):
