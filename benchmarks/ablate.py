@@ -30,6 +30,16 @@ from srlib.models import ResBlock, ResNetUNetUpscaler, UNetUpscaler  # noqa: E40
 OLD_UNET = dict(
     encoder_channels=(32, 64, 128, 128), decoder_channels=(128, 64, 32), refine_blocks=0
 )
+# The default between issue 13's first and second rounds: wider (48) and shallow at full res.
+UNET_V2 = dict(encoder_channels=(48, 48, 96), decoder_channels=(48, 48), refine_blocks=1)
+
+
+def plain_init(model: UNetUpscaler) -> UNetUpscaler:
+    """The UNet with its ResBlocks' last convs re-initialised randomly (no identity start)."""
+    for m in model.modules():
+        if isinstance(m, ResBlock):
+            m.conv2.reset_parameters()
+    return model
 
 
 class AddDecoder(nn.Module):
@@ -116,6 +126,16 @@ VARIANTS = {
     "unet_add4": lambda s, b: add_fuse_unet(s, (48, 48, 96, 96), (1, 1, 2)),
     "unet_add3": lambda s, b: add_fuse_unet(s, (48, 48, 96), (1, 3)),
     "unet_rep": lambda s, b: rep_unet(s),
+    # Issue 13, second round: depth at full LR resolution (today's default: 32 channels, 16
+    # refine ResBlocks starting as the identity) and its controls.
+    "unet_v2": lambda s, b: UNetUpscaler(s, **UNET_V2, base=b),
+    "unet_ref24": lambda s, b: UNetUpscaler(s, refine_blocks=24, base=b),
+    "unet_ref10": lambda s, b: UNetUpscaler(s, refine_blocks=10, base=b),
+    "unet_48_ref8": lambda s, b: UNetUpscaler(s, UNET_V2["encoder_channels"], (48, 48), 8, base=b),
+    "unet_plain_init": lambda s, b: plain_init(UNetUpscaler(s, base=b)),
+    # No levels below full resolution (a plain deep residual CNN in the UNet's code): is it
+    # the U or the depth? One more refine block makes up for the missing decoder block.
+    "unet_flat": lambda s, b: UNetUpscaler(s, (32,), (), refine_blocks=17, base=b),
     "res_hr32": lambda s, b: ResNetUNetUpscaler(
         s, decoder_channels=(128, 96, 64), head_channels=32, base=b
     ),

@@ -126,6 +126,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-crop", type=int, default=None, help="default: image short side")
     ap.add_argument("--crops-per-image", type=int, default=64)
     ap.add_argument("--rotate", action="store_true", help="also random 90-degree rotations")
+    ap.add_argument("--cpu-bf16", action="store_true",
+                    help="bf16 autocast where the CPU has native bf16 (cpu_bf16)")  # fmt: skip
     ap.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip, help="0: off")
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=None,
@@ -187,7 +189,7 @@ def train(
         crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
         degradation=args.degradation,
         batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=lr,
-        grad_clip=args.grad_clip,
+        grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
     val_set = dataset(val_src, False) if val_src else None
@@ -268,7 +270,8 @@ def main() -> None:
         f"lr {'per model' if args.lr is None else f'{args.lr:g}'}, grad clip {args.grad_clip:g}, "
         f"base {upsample_label(args.base)}, lq by {degrade_label(args.downscale)} downscale, "
         f"{args.degradation} degradation, seed {args.seed}"
-        + (", rotations" if args.rotate else ""),
+        + (", rotations" if args.rotate else "")
+        + (", bf16 autocast" if args.cpu_bf16 else ""),
     ]
     print("\n".join(header), flush=True)
     train_src, val_src = split_by_image(find_images(args.train), args.val_fraction, args.seed)

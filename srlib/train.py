@@ -77,7 +77,8 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
-    amp: bool = True  # bf16 autocast, used on CUDA only
+    amp: bool = True  # bf16 autocast, used on CUDA (and on the CPU with cpu_bf16)
+    cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX) too
     out_dir: str = "runs"
 
 
@@ -131,6 +132,7 @@ ADDED_FIELDS: dict[str, object] = {
     "gan_lr": 1e-4,
     "ema": 0.0,
     "init_from": "",
+    "cpu_bf16": False,
 }
 
 
@@ -208,6 +210,35 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN: AVX512-BF16 or AMX), not emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast for the training forward: on CUDA with `amp`; on a CPU with `cpu_bf16`.
+
+    On the CPU only where bf16 is native: emulated bf16 is slower than float32, so a CPU
+    without it trains in float32 and says so (a warning), rather than silently slowly.
+    """
+    if not cfg.amp:
+        return False
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu" or not cfg.cpu_bf16:
+        return False
+    if not cpu_has_bf16():
+        warnings.warn(
+            "cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training in float32",
+            stacklevel=3,
+        )
+        return False
+    return True
 
 
 def distributed_setup(backend: str | None = None) -> tuple[int, int]:
@@ -850,7 +881,7 @@ def fit(
             f"({cfg.batch_size}): add images or raise crops_per_image"
         )
     steps_per_epoch = len(train_set) // cfg.batch_size
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = use_autocast(cfg, device)
     net = _wrap_ddp(model, device) if world > 1 else model  # what the training step calls
 
     val_loader = None

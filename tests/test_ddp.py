@@ -25,10 +25,12 @@ from tests.test_train import Signalling, pairs, tiny_model
 
 # Two processes add the same numbers in another order (a gradient is the mean of two half
 # batches' means), and Adam, which divides each gradient by its running size, turns the
-# last-bit differences of near-zero gradients into differences of up to about 1% of a step
-# (lr). Weights must agree to a tenth of a step; measured: 6e-7 for lr 1e-4 after 6 steps.
+# last-bit differences of near-zero gradients into differences of a fraction of a step (lr).
+# Weights must agree to half a step. Measured for lr 1e-4 after 6 steps: 6e-7 while the UNet
+# started from random weights everywhere, 2e-5 since its ResBlocks start as the identity
+# (zero convs, whose first gradients are the near-zero kind).
 LR = 1e-4
-TOLERANCE = 0.1 * LR
+TOLERANCE = 0.5 * LR
 
 # The lr is too small to learn anything in 6 steps, which fit reports loudly: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::srlib.train.NotLearningWarning")

@@ -120,10 +120,13 @@ def test_every_trainable_param_gets_grad_and_frozen_none(make):
     last = model.head.up[0] if model.head.channels == 0 else model.head.out
     grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
     assert {n for n, p in model.named_parameters() if p is last.weight or p is last.bias} == grads
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    # ...and from the second on every trainable parameter learns; frozen ones never do.
-    (model(lq) - gt).abs().mean().backward()
+    # ...then each zero layer unblocks the one before it: the second step reaches the
+    # zero-initialised ResBlock convs (UNet), and from the third on every trainable parameter
+    # learns; frozen ones never do.
+    for _ in range(2):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        (model(lq) - gt).abs().mean().backward()
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -160,8 +163,8 @@ def test_config_is_the_constructor_arguments():
         "decoder_channels": [8], "refine_blocks": 2, "head_channels": 4, "base": "bilinear",
     }  # fmt: skip
     assert UNetUpscaler().config == {
-        "arch": "UNetUpscaler", "scale": 2, "encoder_channels": [48, 48, 96],
-        "decoder_channels": [48, 48], "refine_blocks": 1, "head_channels": 0, "base": "bicubic",
+        "arch": "UNetUpscaler", "scale": 2, "encoder_channels": [32, 32, 64],
+        "decoder_channels": [32, 32], "refine_blocks": 16, "head_channels": 0, "base": "bicubic",
     }  # fmt: skip
     # pretrained and download are not stored: rebuilding never downloads.
     assert tiny_resnet(4, download=False, feature_scale=0.2).config == {
@@ -227,3 +230,15 @@ def test_bad_arguments():
         UNetUpscaler(encoder_channels=())
     with pytest.raises(ValueError, match="base"):
         UNetUpscaler(base="nearest")
+
+
+def test_unet_resblocks_start_as_the_identity_resnet_unet_decoder_does_not():
+    from srlib.models import ResBlock
+
+    blocks = [m for m in UNetUpscaler(2).modules() if isinstance(m, ResBlock)]
+    assert len(blocks) == 18  # one per decoder block (2) + 16 refine blocks at full LR
+    x = torch.rand(1, 32, 8, 8)
+    assert all(torch.equal(b(x), x) for b in blocks[-16:])
+    assert all(not b.conv2.weight.any() and not b.conv2.bias.any() for b in blocks)
+    resnet_blocks = [m for m in tiny_resnet().modules() if isinstance(m, ResBlock)]
+    assert resnet_blocks and all(b.conv2.weight.any() for b in resnet_blocks)

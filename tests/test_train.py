@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from srlib.data import SRDataset
 from srlib.losses import PixelLoss
-from srlib.models import UNetUpscaler
+from srlib.models import UNetEncoder, UNetUpscaler, Upscaler
 from srlib.train import (
     TrainConfig,
     fit,
@@ -550,9 +550,11 @@ def test_single_process_run_matches_the_recorded_one(tmp_path):
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        hist = fit(
-            tiny_model(), PixelLoss("l1"), pairs(), pairs(4, seed=1), cfg(tmp_path), progress=False
-        )
+        # tiny_model() as it was when GOLDEN was recorded: the same modules built in the same
+        # order, with random ResBlocks (UNetUpscaler now starts them as the identity).
+        model = Upscaler(UNetEncoder((8, 16, 16)), (16, 8), 2, 0, "bicubic", refine_blocks=0)
+        model.config = tiny_model().config  # what checkpoints store (the architecture)
+        hist = fit(model, PixelLoss("l1"), pairs(), pairs(4, seed=1), cfg(tmp_path), progress=False)
     finally:
         torch.set_num_threads(threads)
     assert hist["step"] == list(range(1, 7)) and hist["val"]["step"] == [3, 6]
@@ -628,3 +630,43 @@ def test_a_time_budget_anneals_by_the_clock_at_the_top_of_each_step(tmp_path, mo
     # Step k (from 0) reads the clock once its batch is loaded: 4 (k + 1) s.
     expected = [lr_at(4.0 * (k + 1) / 40.0, k, run) for k in range(10)]
     assert hist["lr"] == pytest.approx(expected, abs=0)
+
+
+def test_cpu_bf16_autocast_only_where_asked_and_native(monkeypatch):
+    import srlib.train
+    from srlib.train import use_autocast
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_autocast(TrainConfig(), cpu)  # off by default on the CPU
+    assert use_autocast(TrainConfig(), cuda) and not use_autocast(TrainConfig(amp=False), cuda)
+    monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: True)
+    assert use_autocast(TrainConfig(cpu_bf16=True), cpu)
+    assert not use_autocast(TrainConfig(cpu_bf16=True, amp=False), cpu)
+    monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16"):  # never silently emulated
+        assert not use_autocast(TrainConfig(cpu_bf16=True), cpu)
+
+
+def test_cpu_bf16_run_trains_in_bf16_keeps_float32_weights_and_resumes_exactly(
+    tmp_path, monkeypatch
+):
+    import srlib.train
+
+    monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: True)  # emulated where not native
+    seen = []
+    torch.manual_seed(0)
+    model = tiny_model()
+    model.decoder.register_forward_hook(lambda m, i, o: seen.append(o.dtype) if m.training else 0)
+    run = cfg(tmp_path / "a", cpu_bf16=True)
+    whole = fit(model, PixelLoss("l1"), pairs(), None, run, progress=False)
+    assert seen and set(seen) == {torch.bfloat16}  # the training forward ran in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.isfinite(torch.tensor(whole["train"]["total"])).all()
+
+    # The same run interrupted during step 5, then resumed: the same losses, step by step.
+    run = cfg(tmp_path / "b", cpu_bf16=True)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 18), None, run, progress=False)
+    resumed = fit(tiny_model(), PixelLoss("l1"), pairs(), None, run, progress=False)
+    assert resumed["train"]["total"] == whole["train"]["total"]
