@@ -83,7 +83,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from PIL import Image
 
-    from srlib.infer import auto_overlap, upscale_image, upscale_tensor
+    from srlib.infer import auto_overlap, resolve_precision, upscale_image, upscale_tensor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,6 +113,7 @@ def child(args: argparse.Namespace) -> None:
         threads=torch.get_num_threads(),
         overlap=overlap,
         tiling_error=tiling_error,
+        precision=resolve_precision(torch.device("cpu"), args.precision),
     )
     print(json.dumps(result))
 
@@ -220,7 +221,8 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=None, help="LR tile side (default: srlib's)")
     ap.add_argument("--overlap", type=int, default=None, help="default: receptive field")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--precision", default="fp32", help="fp32, bf16 (CPUs with AVX512-BF16/AMX)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="as the CLI's: auto = bf16 on native-bf16 CPUs, else fp32")  # fmt: skip
     ap.add_argument("--sweep", action="store_true", help="time every --tiles size instead")
     ap.add_argument("--tiles", default="128,256,512,768", help="tile sizes for --sweep")
     ap.add_argument("--profile", action="store_true", help="per-layer-group times of one tile")
@@ -255,6 +257,7 @@ def main() -> None:
                 rows.append(
                     [
                         label,
+                        "-" if target == "bicubic" else r["precision"],
                         tile or "-",
                         r["overlap"] or "-",
                         f"{r['seconds']:.2f}",
@@ -266,10 +269,10 @@ def main() -> None:
                     ]
                 )
                 print(f"  measured {label} tile {tile or '-'}: {r['seconds']:.1f} s", flush=True)
-        header = ["model", "tile", "overlap", "s", "out MP/s", "RSS before MB", "peak RSS MB"]
-        print_table([*header, "time / bicubic", "tiled - untiled"], rows)
+        header = ["model", "precision", "tile", "overlap", "s", "out MP/s", "RSS before MB"]
+        print_table([*header, "peak RSS MB", "time / bicubic", "tiled - untiled"], rows)
         print(
-            f"precision {args.precision}; tiled - untiled: max |difference| on a 640x480 corner, "
+            f"--precision {args.precision}; tiled - untiled: max |difference| on a 640x480 corner, "
             "tiles of 128 vs one tile"
         )
 

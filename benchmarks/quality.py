@@ -87,7 +87,10 @@ def upscaler_at(model: nn.Module, train_scale: int, scale: int) -> nn.Module | C
         # Measure the overlap here: evaluate() runs us under no_grad, where infer's
         # receptive-field probe (a backward pass) would fail.
         overlap = infer.auto_overlap(model)
-        return lambda lq: infer.upscale_tensor(model, lq, scale=scale, overlap=overlap)
+        # fp32, as the x2 rows (a plain forward): not bf16 where "auto" would pick it.
+        return lambda lq: infer.upscale_tensor(
+            model, lq, scale=scale, overlap=overlap, precision="fp32"
+        )
     # infer's automatic overlap rebuilds the model from `config` with srlib's build_model,
     # which only knows srlib's architectures, so peers get plain untiled passes (same maths:
     # clamp to [0, 1] between passes, as upscale_tensor does).
@@ -128,6 +131,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rotate", action="store_true", help="also random 90-degree rotations")
     ap.add_argument("--cpu-bf16", action="store_true",
                     help="bf16 autocast where the CPU has native bf16 (cpu_bf16)")  # fmt: skip
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="evaluate an EMA of the weights with this decay (0: off)")  # fmt: skip
     ap.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip, help="0: off")
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--lr", type=float, default=None,
@@ -189,7 +194,7 @@ def train(
         crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
         degradation=args.degradation,
         batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=lr,
-        grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16,
+        grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16, ema=args.ema,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
     val_set = dataset(val_src, False) if val_src else None
@@ -271,7 +276,8 @@ def main() -> None:
         f"base {upsample_label(args.base)}, lq by {degrade_label(args.downscale)} downscale, "
         f"{args.degradation} degradation, seed {args.seed}"
         + (", rotations" if args.rotate else "")
-        + (", bf16 autocast" if args.cpu_bf16 else ""),
+        + (", bf16 autocast" if args.cpu_bf16 else "")
+        + (f", EMA {args.ema:g}" if args.ema else ""),
     ]
     print("\n".join(header), flush=True)
     train_src, val_src = split_by_image(find_images(args.train), args.val_fraction, args.seed)

@@ -76,7 +76,10 @@ def checkpoint_upscaler(
     # Measured here: evaluate() runs us under no_grad, where the receptive-field probe (a
     # backward pass) would fail.
     overlap = infer.auto_overlap(model)
-    return lambda lq: infer.upscale_tensor(model, lq, scale=scale, overlap=overlap)
+    # fp32: a table's numbers must not depend on whether this CPU has native bf16 ("auto").
+    return lambda lq: infer.upscale_tensor(
+        model, lq, scale=scale, overlap=overlap, precision="fp32"
+    )
 
 
 def mean_row(images: list[dict[str, Any]]) -> dict[str, float]:

@@ -281,6 +281,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         _autocast,
         num_passes,
         open_image,
+        resolve_precision,
         save_image,
         upscale_image,
     )
@@ -302,6 +303,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         raise CliError(f"--device {args.device}: {_one_line(e)}") from e
     try:
         _autocast(device, args.precision)
+        precision = resolve_precision(device, args.precision)
     except ValueError as e:
         raise CliError(f"--precision {args.precision}: {e}") from e
     try:
@@ -335,7 +337,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     resize = f", x{model_factor} then resized" if model_factor != factor else ""
     print(
         f"{len(items)} input file(s), model {model.config['arch']} x{model.scale}, "
-        f"scale x{factor:g}{resize}, device {device}, precision {args.precision}, "
+        f"scale x{factor:g}{resize}, device {device}, precision {precision}"
+        f"{' (auto)' if args.precision == 'auto' else ''}, "
         f"checkpoint {ckpt_path}"
     )
     for line in skips:
@@ -539,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (where the device has it)",
+        help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16",
     )
     up.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     up.add_argument(

@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny models, and a TORCH_HOME that never downloads."""
+"""Shared test fixtures: tiny models, a TORCH_HOME that never downloads, fp32 "auto"."""
 
 import pytest
 import torch
@@ -9,6 +9,15 @@ def _isolated_torch_home(tmp_path_factory, monkeypatch):
     """Every test gets an empty TORCH_HOME, so no test can read a user's cache or download."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _auto_precision_is_fp32(monkeypatch):
+    """`precision="auto"` is bf16 on CPUs with native bf16: tests see fp32 on every machine, so
+    exact comparisons hold alike here and on CI. Tests of bf16 ask for it (or re-patch this)."""
+    import srlib.infer
+
+    monkeypatch.setattr(srlib.infer, "cpu_has_bf16", lambda: False)
 
 
 @pytest.fixture(scope="session")

@@ -110,6 +110,17 @@ def test_tiled_equals_untiled(make, hw, tile):
     assert (seams - ref).abs().max() > 1e-4
 
 
+def test_bf16_tiled_equals_bf16_untiled():
+    """What `--precision auto` runs on a native-bf16 CPU: tiles are seamless in bf16 too."""
+    torch.manual_seed(0)
+    model = tiny_unet()
+    amplify_residual(model)
+    lq = torch.rand(3, 53, 77)
+    whole = upscale_tensor(model, lq, tile=10**6, precision="bf16")
+    assert (upscale_tensor(model, lq, tile=32, precision="bf16") - whole).abs().max() <= 1e-4
+    assert 0 < (whole - _direct(model, lq)).abs().max() < 0.05  # bf16 ran: close, not equal
+
+
 def test_receptive_field_overlap_is_aligned(unet):
     r = infer.receptive_field(unet)
     assert 0 < r <= infer.auto_overlap(unet) < r + unet.stride

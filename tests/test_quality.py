@@ -62,3 +62,21 @@ def test_one_lr_for_all_and_kept_runs(tiny_data, tmp_path):
     table = (tmp_path / "t.md").read_text()
     assert "lr 0.0005" in table and "realistic degradation" in table
     assert (keep / "rescnn_realistic" / "last.pt").is_file()  # named after its degradation
+
+
+def test_x4_passes_on_kept_runs(tiny_data, tmp_path):
+    """benchmarks/x4_passes.py: every pass pairing and the pass-1 table, from --keep runs."""
+    train, bench = tiny_data
+    keep = tmp_path / "keep"
+    _quality(train, bench, "--models", "unet,rescnn", "--ema", "0.9", "--keep", str(keep),
+             "--out", str(tmp_path / "t.md"))  # fmt: skip
+    assert "EMA 0.9" in (tmp_path / "t.md").read_text()
+    cmd = [sys.executable, str(REPO / "benchmarks" / "x4_passes.py"), "--run", str(keep),
+           "--bench", str(bench), "--sets", "Tiny"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pairs = [f"{a} then {b} " for a in ("unet", "rescnn") for b in ("unet", "rescnn")]
+    assert all(p in done.stdout for p in pairs)
+    images = sorted((bench / "Tiny" / "image_SRF_4").glob("*_LR.png"))
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "img" in line]
+    assert images and len(rows) == len(images)

@@ -411,7 +411,9 @@ save_image(Image.fromarray((plots.to_numpy(hero_lq) * 255).round().astype(np.uin
 hero_jpeg = data.to_tensor(jpeg_path)[None]  # (1, 3, H/2, W/2)
 print(f"{jpeg_path}: {jpeg_path.stat().st_size / 1024:.0f} KiB")
 upscales = {"bicubic (MATLAB)": resize.matlab_bicubic(hero_jpeg, cfg.scale).clamp(0, 1)}
-upscales.update({name: infer.upscale_tensor(m, hero_jpeg) for name, m in compared.items()})
+# fp32: the PSNRs below must not depend on the CPU ("auto" is bf16 where it is native).
+upscales.update({name: infer.upscale_tensor(m, hero_jpeg, precision="fp32")
+                 for name, m in compared.items()})
 if clean_name in upscales:  # drag the slider (live sessions): clean vs realistic training
     plots.before_after(upscales[clean_name], upscales[NAMES["l1"]], (clean_name, NAMES["l1"]),
                        title=f"{HERO} (held out) x{cfg.scale} from a quality-50 JPEG")
