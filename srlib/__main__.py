@@ -302,8 +302,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     except Exception as e:  # RuntimeError, AssertionError (torch not compiled with CUDA), ...
         raise CliError(f"--device {args.device}: {_one_line(e)}") from e
     try:
-        _autocast(device, args.precision)
         precision = resolve_precision(device, args.precision)
+        _autocast(device, precision)  # a ValueError where torch cannot do it on this device
     except ValueError as e:
         raise CliError(f"--precision {args.precision}: {e}") from e
     try:
