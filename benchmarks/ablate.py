@@ -7,11 +7,13 @@
 Takes every option of benchmarks/quality.py (same training, same crops, same evaluation) and
 adds the variants below to its --models choices. `--quantize` rounds training lq to 8 bits, as
 the benchmarks' saved LR files are. One thread per process and OMP_WAIT_POLICY=PASSIVE let two
-ablations share a 2-core machine without slowing each other down (results in README).
+ablations share a 2-core machine without slowing each other down (results in README); `--jobs 2`
+does the same from one command.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 
-import srlib.data  # noqa: E402
+import srlib.degrade  # noqa: E402
 import srlib.models as M  # noqa: E402
 import srlib.resize  # noqa: E402
 from srlib.models import ResBlock, ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
@@ -30,6 +32,7 @@ from srlib.models import ResBlock, ResNetUNetUpscaler, UNetUpscaler  # noqa: E40
 OLD_UNET = dict(
     encoder_channels=(32, 64, 128, 128), decoder_channels=(128, 64, 32), refine_blocks=0
 )
+QUANTIZE_ENV = "SRLIB_ABLATE_QUANTIZE"  # set by --quantize, inherited by --jobs workers
 # The default between issue 13's first and second rounds: wider (48) and shallow at full res.
 UNET_V2 = dict(encoder_channels=(48, 48, 96), decoder_channels=(48, 48), refine_blocks=1)
 
@@ -157,12 +160,20 @@ def quantized_degrade(degrade):
     return wrapped
 
 
+# At import, not under __main__: a `--jobs` worker (spawned) re-imports this script as its main
+# module before it unpickles a job, so the variants and the quantisation reach it too.
+for _key, _make in VARIANTS.items():
+    quality.MODELS[_key] = (_key, "l1", 2e-3, _make)
+if os.environ.get(QUANTIZE_ENV) == "1":
+    # Patched where SRDataset's training_lq looks it up (srlib.degrade), not where it is defined.
+    srlib.degrade.degrade = quantized_degrade(srlib.resize.degrade)
+
+
 if __name__ == "__main__":
     if "--quantize" in sys.argv:
         sys.argv.remove("--quantize")
-        # Patched where SRDataset looks it up (srlib.data), not where it is defined.
-        srlib.data.degrade = quantized_degrade(srlib.resize.degrade)
-        print("training lq quantised to 8 bits")
-    for key, make in VARIANTS.items():
-        quality.MODELS[key] = (key, "l1", 2e-3, make)
+        os.environ[QUANTIZE_ENV] = "1"  # for this process and the --jobs workers it spawns
+        srlib.degrade.degrade = quantized_degrade(srlib.resize.degrade)
+    if os.environ.get(QUANTIZE_ENV) == "1":
+        print("training lq quantised to 8 bits", flush=True)
     quality.main()

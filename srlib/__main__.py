@@ -461,6 +461,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError(f"checkpoint not found: {src}")
     if dst.exists() and _file_id(dst) == _file_id(src):
         raise CliError(f"{dst} is the source checkpoint; export to another file")
+    if dst.exists() and not args.overwrite:  # an earlier export, or a model someone shipped
+        raise CliError(f"{dst} exists; pass --overwrite to replace it")
     if args.onnx:
         return _export_onnx(src, dst)
     try:
@@ -573,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("src")
     export.add_argument("dst")
+    export.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     kind = export.add_mutually_exclusive_group()
     kind.add_argument("--fp32", action="store_true", help="keep float32 weights")
     kind.add_argument(

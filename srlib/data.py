@@ -51,17 +51,20 @@ Source = str | os.PathLike | tuple[str, np.ndarray]  # image file, cached .npy, 
 # ----------------------------------------------------------------------------- loading
 
 
-def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, max_side: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode any image file to an upright (H, W, 3) uint8 RGB array (maybe read-only).
 
     `srlib.io.open_image` decodes (EXIF orientation, 16-bit scaled by 65535, float TIFF as
     [0, 1]) and `to_rgb_array` converts (gray repeated, transparency composited on white).
     With max_side, the longest side is shrunk to at most max_side (JPEGs decode at reduced
-    size via draft mode, which is several times faster for big photos).
+    size via draft mode, which is several times faster for big photos). Files over max_pixels
+    (default: PIL's decompression-bomb limit, ~89.5 MP) raise ImageLoadError.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LostPrecisionWarning)  # 8-bit is all we keep anyway
-        rgb = to_rgb_array(open_image(path, draft_side=max_side))
+        rgb = to_rgb_array(open_image(path, max_pixels=max_pixels, draft_side=max_side))
     if max_side and max(rgb.shape[:2]) > max_side:
         w, h = fit_size((rgb.shape[1], rgb.shape[0]), max_side)
         rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
@@ -420,10 +423,10 @@ def _is_fresh(src: Path, dst: Path, max_side: int) -> bool:
         return False
 
 
-def _cache_one(src: Path, dst: Path, max_side: int) -> str | None:
+def _cache_one(src: Path, dst: Path, max_side: int, max_pixels: int | None) -> str | None:
     """Decode src once and write dst atomically; returns an error reason or None."""
     try:
-        rgb = load_image(src, max_side=max_side)
+        rgb = load_image(src, max_side=max_side, max_pixels=max_pixels)
     except ImageLoadError as e:
         return e.reason
     with atomic_write(dst) as f:  # readers never see a half-written file
@@ -436,11 +439,13 @@ def prepare_cache(
     cache_folder: str | os.PathLike,
     max_side: int = 2048,
     workers: int | None = None,
+    max_pixels: int | None = None,
 ) -> list[Path]:
     """Decode every image under src_folder once into cache_folder as (H, W, 3) uint8 .npy.
 
-    Up-to-date entries are kept; corrupt images are skipped with a counted warning. Returns
-    the cache files of all usable images, in find_images order.
+    Up-to-date entries are kept; corrupt images, and images over max_pixels (default: PIL's
+    decompression-bomb limit; raise it for big panoramas), are skipped with a counted warning.
+    Returns the cache files of all usable images, in find_images order.
     """
     src_root, cache_root = Path(src_folder), Path(cache_folder)
     images = find_images(src_root)
@@ -450,9 +455,10 @@ def prepare_cache(
     srcs, dsts = [p for p, _ in todo], [d for _, d in todo]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            errors = list(pool.map(_cache_one, srcs, dsts, [max_side] * len(todo)))
+            n = len(todo)
+            errors = list(pool.map(_cache_one, srcs, dsts, [max_side] * n, [max_pixels] * n))
     else:
-        errors = [_cache_one(p, d, max_side) for p, d in todo]
+        errors = [_cache_one(p, d, max_side, max_pixels) for p, d in todo]
     failed = {p: e for p, e in zip(srcs, errors, strict=True) if e is not None}
     if failed:
         details = ", ".join(f"{p.name} ({e})" for p, e in failed.items())
@@ -490,7 +496,7 @@ def default_sources(data_dir: str | os.PathLike = "data/valued") -> tuple[list[S
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: `python -m srlib.data cache --src DIR --dst DIR --max-side 2048`."""
+    """Command line: `python -m srlib.data cache --src DIR --dst DIR --max-side 2048 ...`."""
     parser = argparse.ArgumentParser(prog="python -m srlib.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cache = sub.add_parser("cache", help="decode images once into memory-mappable .npy files")
@@ -498,11 +504,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache.add_argument("--dst", default="data/valued/cache")
     cache.add_argument("--max-side", type=int, default=2048)
     cache.add_argument("--workers", type=int, default=None)
+    cache.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="skip larger images (decompression-bomb guard; default: PIL's, ~89.5 MP)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.src).is_dir():
         parser.error(f"--src {args.src} is not a folder")
     n = len(find_images(args.src))
-    done = prepare_cache(args.src, args.dst, args.max_side, args.workers)
+    done = prepare_cache(args.src, args.dst, args.max_side, args.workers, args.max_pixels)
     print(f"{len(done)} of {n} images cached in {args.dst} (longest side <= {args.max_side})")
 
 

@@ -282,6 +282,18 @@ def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert np.array_equal(small, load_image(src / "a.jpg", max_side=32))
 
 
+def test_cache_keeps_the_bomb_guard_and_max_pixels_raises_it(tmp_path: Path) -> None:
+    src, dst = tmp_path / "images", tmp_path / "cache"
+    src.mkdir()
+    Image.fromarray(_noise(40, 50, seed=1)).save(src / "big.png")  # 2000 px
+    Image.fromarray(_noise(30, 30, seed=2)).save(src / "small.png")  # 900 px
+    with pytest.warns(UserWarning, match=r"skipped 1 of 2 images: big.png \(.*2000 pixels"):
+        assert prepare_cache(src, dst, workers=1, max_pixels=1000) == [dst / "small.png.npy"]
+    assert not (dst / "big.png.npy").exists()
+    data.main(["cache", "--src", str(src), "--dst", str(dst), "--max-pixels", "2000"])
+    assert np.load(dst / "big.png.npy").shape == (40, 50, 3)
+
+
 def test_cache_cli_and_default_sources(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data_dir = tmp_path / "valued"
     sources, description = default_sources(data_dir)

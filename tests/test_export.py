@@ -129,7 +129,7 @@ def test_cli_export_onnx_refuses_a_mismatch_and_writes_nothing(tmp_path, capsys,
     dst = tmp_path / "model.onnx"
     dst.write_bytes(b"an earlier export")
     ckpt = _save(_tiny("unet"), tmp_path / "tiny.pt")
-    assert main(["export", "--onnx", str(ckpt), str(dst)]) == 2
+    assert main(["export", "--onnx", "--overwrite", str(ckpt), str(dst)]) == 2
     err = capsys.readouterr().err
     assert "differs from PyTorch by more than 0.0001" in err and "1x3x57x31: 1.00e-03" in err
     assert len(err.strip().splitlines()) == 1

@@ -473,6 +473,14 @@ def test_cli_info_and_export(tmp_path, capsys):
     res = _cli("info", tmp_path / "train.pt")
     assert res.returncode == 0 and "ResNetUNetUpscaler" in res.stdout
     assert "optimizer" in res.stdout
+    # An existing destination is kept unless --overwrite says otherwise.
+    before = (tmp_path / "small.pt").read_bytes()
+    assert main(["export", "--fp32", str(tmp_path / "train.pt"), str(tmp_path / "small.pt")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "small.pt").read_bytes() == before
+    src, dst = str(tmp_path / "train.pt"), str(tmp_path / "small.pt")
+    assert main(["export", "--fp32", "--overwrite", src, dst]) == 0
+    assert (tmp_path / "small.pt").read_bytes() != before  # now the fp32 export
 
 
 def test_upscale_works_inside_no_grad(unet):

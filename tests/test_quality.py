@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,8 @@ def tiny_data(tmp_path: Path) -> tuple[Path, Path]:
     return train, bench
 
 
-def _quality(train: Path, bench: Path, *extra: str) -> str:
-    cmd = [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--train", str(train),
+def _quality(train: Path, bench: Path, *extra: str, script: str = "quality.py") -> str:
+    cmd = [sys.executable, str(REPO / "benchmarks" / script), "--train", str(train),
            "--bench", str(bench), "--sets", "Tiny", "--budget", "1", "--patch", "16",
            "--crops-per-image", "2", "--batch", "2", "--threads", "1", *extra]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -80,3 +81,39 @@ def test_x4_passes_on_kept_runs(tiny_data, tmp_path):
     images = sorted((bench / "Tiny" / "image_SRF_4").glob("*_LR.png"))
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "img" in line]
     assert images and len(rows) == len(images)
+
+
+def test_ablate_variants_and_quantize_reach_jobs_workers(tiny_data, tmp_path):
+    """ablate.py variants train in spawned --jobs workers (once they existed in the parent only)."""
+    train, bench = tiny_data
+    out = _quality(train, bench, "--models", "unet_flat,unet_ref10", "--jobs", "2", "--quantize",
+                   "--out", str(tmp_path / "t.md"), script="ablate.py")  # fmt: skip
+    assert "training lq quantised to 8 bits" in out and out.count("trained ") == 2
+    table = (tmp_path / "t.md").read_text()
+    assert re.search(r"\| unet_flat +\|", table) and re.search(r"\| unet_ref10 +\|", table)
+
+
+def test_ablate_quantize_rounds_the_datasets_lq(tiny_data):
+    """--quantize patches the function SRDataset really calls: its lq are 8-bit levels."""
+    train, _ = tiny_data
+    code = f"""
+import os, sys
+os.environ["SRLIB_ABLATE_QUANTIZE"] = sys.argv[1]
+sys.path.insert(0, {str(REPO / "benchmarks")!r})
+import ablate  # applies the patch at import, as in a --jobs worker
+from srlib.data import SRDataset, find_images
+lq = SRDataset(find_images({str(train)!r}), 16, 2, 2, method="bicubic")[0][0] * 255
+print(float((lq - lq.round()).abs().max()))
+"""
+    off, on = (
+        subprocess.run(
+            [sys.executable, "-c", code, flag],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            check=True,
+        ).stdout
+        for flag in ("0", "1")
+    )
+    assert float(on) < 1e-3 < float(off)  # unquantised antialiased lq sits between levels
