@@ -423,7 +423,7 @@ def _is_fresh(src: Path, dst: Path, max_side: int) -> bool:
         return False
 
 
-def _cache_one(src: Path, dst: Path, max_side: int, max_pixels: int | None) -> str | None:
+def _cache_one(src: Path, dst: Path, max_side: int, max_pixels: int | None = None) -> str | None:
     """Decode src once and write dst atomically; returns an error reason or None."""
     try:
         rgb = load_image(src, max_side=max_side, max_pixels=max_pixels)
