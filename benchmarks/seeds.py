@@ -3,6 +3,7 @@
     python benchmarks/seeds.py                    # the `quick` preset's steps, 2 runs at a time
     python benchmarks/seeds.py --steps 600        # shorter
     python benchmarks/seeds.py --seeds 0 1 --models resnet --losses l1
+    python benchmarks/seeds.py --models unet --lr 1e-3   # another peak lr than the preset's
 
 Every run trains with the notebooks' `quick` settings on the embedded photos, split as in the
 default notebook run (split seed 0, the moon photo held out); the run's seed changes the initial
@@ -39,7 +40,9 @@ def _passes(loss: str, gain: float) -> bool:
     return gain >= FLOOR_DB[loss] if loss == "l1" else gain > FLOOR_DB[loss]
 
 
-def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path) -> dict:
+def run_one(
+    model_name: str, loss: str, seed: int, steps: int | None, out: Path, lr: float | None = None
+) -> dict:
     """Train one model with the quick preset and score it on the held-out photos."""
     import torch
 
@@ -49,7 +52,8 @@ def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path)
     from srlib.train import fit, preset, restore_best, seed_everything
 
     overrides = {} if steps is None else {"steps": steps}
-    name = f"{model_name}_{loss}_s{seed}"
+    overrides |= {} if lr is None else {"lr": lr}
+    name = f"{model_name}_{loss}_s{seed}" + ("" if lr is None else f"_lr{lr:g}")
     cfg = preset("quick", name=name, seed=seed, loss=loss, out_dir=str(out), **overrides)
     sources = data.embedded_photos()
     rest, test_src = data.split_by_image(sources, 0.25, seed=0, holdout=["moon"])
@@ -72,6 +76,7 @@ def run_one(model_name: str, loss: str, seed: int, steps: int | None, out: Path)
         loss=loss,
         seed=seed,
         steps=hist["step"][-1],
+        lr=cfg.lr,
         best_step=best_step,
         seconds=round(hist["train_seconds"], 1),
         psnr_y=psnr,
@@ -91,6 +96,7 @@ def _spawn(job: tuple, args: argparse.Namespace, out: Path) -> dict:
     argv = [__file__, "--one", model_name, loss, str(seed), "--out", str(out)]
     argv += ["--threads", str(args.threads)]
     argv += [] if args.steps is None else ["--steps", str(args.steps)]
+    argv += [] if args.lr is None else ["--lr", repr(args.lr)]
     result = {"model": model_name, "loss": loss, "seed": seed, **run_json(argv, args.threads)}
     if "error" not in result:
         print(
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["unet", "resnet"])
     parser.add_argument("--losses", nargs="+", default=["l1", "perceptual"])
     parser.add_argument("--steps", type=int, default=None, help="default: the quick preset's")
+    parser.add_argument("--lr", type=float, default=None, help="peak lr; default: the preset's")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
@@ -145,7 +152,8 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         model_name, loss, seed = args.one
-        print(json.dumps(run_one(model_name, loss, int(seed), args.steps, Path(args.out))))
+        result = run_one(model_name, loss, int(seed), args.steps, Path(args.out), args.lr)
+        print(json.dumps(result))
         return
 
     jobs = [(m, lo, s) for s in args.seeds for m in args.models for lo in args.losses]
@@ -154,7 +162,7 @@ def main() -> None:
         out = Path(args.out or tmp)
         print(
             f"{len(jobs)} runs, {args.jobs} at a time, {args.threads} thread(s) each, steps: "
-            f"{args.steps or 'quick preset'}; runs in {out}",
+            f"{args.steps or 'quick preset'}, lr {args.lr or 'quick preset'}; runs in {out}",
             flush=True,
         )
         results = run_all(lambda job: _spawn(job, args, out), jobs, args.jobs)
@@ -165,10 +173,10 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
     ok = [r for r in results if "gain" in r]
     weights = "yes" if ok and all(r["imagenet"] for r in ok) else "NO (random ResNet18 parts)"
-    steps = sorted({r["steps"] for r in ok})
+    steps, lrs = sorted({r["steps"] for r in ok}), sorted({r["lr"] for r in ok})
     print(
-        f"\nHeld-out PSNR-Y gain over {BASELINE} (dB), x2; steps {steps}, ImageNet weights: "
-        f"{weights}; {time.perf_counter() - t0:.0f} s in all\n"
+        f"\nHeld-out PSNR-Y gain over {BASELINE} (dB), x2; steps {steps}, lr {lrs}, "
+        f"ImageNet weights: {weights}; {time.perf_counter() - t0:.0f} s in all\n"
     )
     print(summarize(results))
 
