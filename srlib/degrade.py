@@ -251,10 +251,11 @@ def realistic_lq(gt: Tensor, scale: int, cfg: Realistic, rng: np.random.Generato
 
 # "realistic": photos from phones and the web. Bicubic downscale, JPEG at quality 30-95 on 80%
 # of the samples, light noise on 20% (Gaussian or Poisson, colour or grey); no blur, no extra
-# resize, no second pass. In 600 s on T91 it gained +1.64 / +0.95 / +0.74 dB over bicubic on
-# Set5+Set14 x2 clean / JPEG q50 / q30 input. Adding 10% blur, 10% resizes, a 10% second
-# pass and 1/3 non-bicubic resizes lost 0.3 dB on clean input; the full Real-ESRGAN-like
-# ranges ("realesrgan", the dataclass defaults) lost all of it (README, "Real photos").
+# resize, no second pass. In 600 s on T91 today's UNet gained +2.02 / +1.08 / +0.90 dB over
+# bicubic on Set5+Set14 x2 clean / JPEG q50 / q30 input (issue 13's first-round UNet: +1.50 /
+# +0.92 / +0.68). With that older UNet, adding 10% blur, 10% resizes, a 10% second pass and 1/3
+# non-bicubic resizes lost 0.3 dB on clean input; the full Real-ESRGAN-like ranges
+# ("realesrgan", the dataclass defaults) lost most of it (README, "Real photos").
 NAMED = {
     "realistic": Realistic(
         clean_prob=0.0,
