@@ -160,20 +160,25 @@ def quantized_degrade(degrade):
     return wrapped
 
 
+def use_quantized_lq() -> None:
+    """Round this process's training lq to 8 bits: patched where SRDataset's training_lq looks
+    it up (srlib.degrade), not where it is defined."""
+    srlib.degrade.degrade = quantized_degrade(srlib.resize.degrade)
+
+
 # At import, not under __main__: a `--jobs` worker (spawned) re-imports this script as its main
 # module before it unpickles a job, so the variants and the quantisation reach it too.
 for _key, _make in VARIANTS.items():
     quality.MODELS[_key] = (_key, "l1", 2e-3, _make)
 if os.environ.get(QUANTIZE_ENV) == "1":
-    # Patched where SRDataset's training_lq looks it up (srlib.degrade), not where it is defined.
-    srlib.degrade.degrade = quantized_degrade(srlib.resize.degrade)
+    use_quantized_lq()
 
 
 if __name__ == "__main__":
     if "--quantize" in sys.argv:
         sys.argv.remove("--quantize")
-        os.environ[QUANTIZE_ENV] = "1"  # for this process and the --jobs workers it spawns
-        srlib.degrade.degrade = quantized_degrade(srlib.resize.degrade)
+        os.environ[QUANTIZE_ENV] = "1"  # inherited by the --jobs workers this spawns
+        use_quantized_lq()
     if os.environ.get(QUANTIZE_ENV) == "1":
         print("training lq quantised to 8 bits", flush=True)
     quality.main()

@@ -459,10 +459,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     src, dst = Path(args.src), Path(args.dst)
     if not src.is_file():
         raise CliError(f"checkpoint not found: {src}")
-    if dst.exists() and _file_id(dst) == _file_id(src):
-        raise CliError(f"{dst} is the source checkpoint; export to another file")
-    if dst.exists() and not args.overwrite:  # an earlier export, or a model someone shipped
-        raise CliError(f"{dst} exists; pass --overwrite to replace it")
+    if dst.exists():
+        if _file_id(dst) == _file_id(src):
+            raise CliError(f"{dst} is the source checkpoint; export to another file")
+        if not args.overwrite:  # an earlier export, or a model someone shipped
+            raise CliError(f"{dst} exists; pass --overwrite to replace it")
     if args.onnx:
         return _export_onnx(src, dst)
     try:
