@@ -11,9 +11,13 @@ is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/S
 measured bicubic (MATLAB) and published rows per set, and the PSNR/SSIM difference of each row
 to bicubic (MATLAB) and to the best trained peer (ESPCN, residual CNN or seed design).
 Each model trains at its own peak learning rate (the `lr` in MODELS, from its own lr search;
-`--lr` sets one for all). `--jobs N` trains N models at a time in separate processes of
-`--threads` threads each (on a 2-core CPU: `--threads 1 --jobs 2`, with OMP_WAIT_POLICY=PASSIVE
-set for the children, so two runs do not slow each other down more than their share).
+`--lr 1e-3` sets one for all, `--lr rescnn=5e-4` one model's). `--train` takes several folders
+(e.g. T91 and BSD200), never one holding the benchmark's images. A model that gains less than
+half of what the best trained model gains over bicubic is flagged loudly (a collapsed run, most
+often an lr too high for it), in the output and the table's notes. `--jobs N` trains N models
+at a time in separate processes of `--threads` threads each (on a 2-core CPU: `--threads 1
+--jobs 2`, with OMP_WAIT_POLICY=PASSIVE set for the children, so two runs do not slow each
+other down more than their share).
 `--base` and `--downscale` name torch kernels: the models' base upscale ("bicubic (torch)")
 and the training lq ("bicubic (torch, antialiased)"); see srlib.resize.
 """
@@ -52,7 +56,8 @@ from srlib.train import TrainConfig, fit  # noqa: E402
 PEERS = ("espcn", "rescnn", "seed")
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column
 # name -> (label, loss, peak lr, constructor(scale, base)). The lr is each model's own best:
-# rescnn's from its search (benchmarks/results/peer_rescnn_600s.md: 2e-3 collapsed one seed);
+# rescnn's from its search (benchmarks/results/peer_rescnn_600s.md: 2e-3 collapsed one seed;
+# on T91 + BSD200, with its small-tail start, 1e-3 beat 5e-4 and 1.4e-3: issue13_round5_log.txt);
 # unet's from 1e-3 / 2e-3 / 3e-3 (README, issue 13's third round: as good as 2e-3 on average,
 # and no run at 1e-3 broke Barbara's x4, which half the runs at 2e-3 did); the ResNet-UNets use
 # TrainConfig's default; ESPCN and the seed design were not searched.
@@ -120,7 +125,8 @@ def diff(row: dict[str, Any], ref: dict[str, Any] | None) -> str:
 def parse_args() -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--train", required=True, help="folder of training images (e.g. T91)")
+    ap.add_argument("--train", required=True, nargs="+",
+                    help="folder(s) of training images (e.g. T91, or T91 and BSD200)")  # fmt: skip
     ap.add_argument("--bench", required=True, help="folder holding Set5/ and Set14/")
     ap.add_argument("--sets", default="Set5,Set14")
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
@@ -137,8 +143,9 @@ def parse_args() -> argparse.Namespace:
                     help="evaluate an EMA of the weights with this decay (0: off)")  # fmt: skip
     ap.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip, help="0: off")
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
-    ap.add_argument("--lr", type=float, default=None,
-                    help="peak LR for all models (default: each its own, see MODELS)")  # fmt: skip
+    ap.add_argument("--lr", default=None,
+                    help="peak LR for all models (1e-3), or per model (rescnn=5e-4,unet=1e-3); "
+                    "default: each its own, see MODELS")  # fmt: skip
     ap.add_argument("--base", choices=("bilinear", "bicubic"), default="bicubic",
                     help="torch kernel of the models' base upscale")  # fmt: skip
     ap.add_argument("--downscale", choices=("bilinear", "bicubic"), default="bicubic",
@@ -162,10 +169,75 @@ def parse_args() -> argparse.Namespace:
     for s in args.sets:
         if not (Path(args.bench) / s).is_dir():
             ap.error(f"benchmark set {Path(args.bench) / s} not found")
+    try:
+        args.lr = parse_lr(args.lr, args.models)
+    except ValueError as e:
+        ap.error(str(e))
     args.min_crop = args.min_crop or args.patch
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
     return args
+
+
+def parse_lr(text: str | None, models: list[str]) -> dict[str, float]:
+    """--lr as {model: peak lr}: '1e-3' for every model, 'rescnn=5e-4,unet=1e-3' per model."""
+    if text is None:
+        return {}
+    if "=" not in text:
+        return dict.fromkeys(models, float(text))
+    lrs = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name.strip() not in models:
+            raise ValueError(f"--lr names {name.strip()!r}, which is not in --models")
+        lrs[name.strip()] = float(value)
+    return lrs
+
+
+def lr_label(args: argparse.Namespace) -> str:
+    """The header's lr: 'per model', one value for all, or the overrides."""
+    if not args.lr:
+        return "per model"
+    values = set(args.lr.values())
+    if len(args.lr) == len(args.models) and len(values) == 1:
+        return f"{values.pop():g}"
+    return "per model, " + ", ".join(f"{k} {v:g}" for k, v in args.lr.items())
+
+
+def training_images(folders: list[str], bench: str, sets: list[str]) -> list[Path]:
+    """The images of every training folder; refuses any that is one of the benchmark's."""
+    images = sorted({p.resolve() for folder in folders for p in find_images(folder)})
+    for s in sets:
+        root = (Path(bench) / s).resolve()
+        leaked = [p for p in images if p.is_relative_to(root)]
+        if leaked:
+            raise SystemExit(
+                f"{len(leaked)} training images lie in the benchmark set {root} "
+                f"(e.g. {leaked[0]}): train on folders that do not hold Set5/Set14"
+            )
+    return images
+
+
+def little_learners(
+    results: dict[tuple[str, int], list[dict]], bicubic: dict[tuple[str, int], float]
+) -> list[str]:
+    """Warnings for trained models whose gain over bicubic is under half the best model's.
+
+    A run that collapses (most often an lr too high for it) ends near its bicubic base: its row
+    would otherwise read as a weak peer, not as a failed run.
+    """
+    warnings_ = []
+    for (s, k), rows in results.items():
+        gains = {r["model"]: r["psnr_y"] - bicubic[(s, k)] for r in rows}
+        best_name, best = max(gains.items(), key=lambda kv: kv[1], default=(None, 0.0))
+        for name, gain in gains.items():
+            if best > 0 and gain < best / 2:
+                warnings_.append(
+                    f"{name} LEARNED LITTLE on {s} x{k}: {gain:+.2f} dB over bicubic, where "
+                    f"{best_name} gains {best:+.2f} dB. A collapsed run, not a weak model? "
+                    f"Retrain it with a lower lr (--lr <model>=...)."
+                )
+    return warnings_
 
 
 def run_name(name: str, args: argparse.Namespace) -> str:
@@ -178,7 +250,7 @@ def train(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build and train one model for args.budget seconds; returns (model, table info)."""
     label, loss_name, own_lr, make = MODELS[name]
-    lr = own_lr if args.lr is None else args.lr
+    lr = args.lr.get(name, own_lr)
     torch.manual_seed(args.seed)  # the same initial weights for a model on every run
     model, loss_fn = make(args.scale, args.base), make_loss(loss_name)
 
@@ -244,12 +316,13 @@ def train_and_evaluate(
     return rows
 
 
-def table_rows(results: dict[tuple[str, int], list[dict]], bench: str) -> list[dict[str, Any]]:
+def table_rows(
+    results: dict[tuple[str, int], list[dict]], bicubic_means: dict[tuple[str, int], dict]
+) -> list[dict[str, Any]]:
     """Per (set, scale): published rows, measured bicubic (MATLAB), peers, ours; two deltas."""
     rows = []
     for (s, k), trained in results.items():
-        bicubic = metrics.evaluate(BASELINE, Path(bench) / s, k)["mean"]
-        bicubic = {"model": f"{BASELINE}, measured", **bicubic}
+        bicubic = {"model": f"{BASELINE}, measured", **bicubic_means[(s, k)]}
         peers = [r for r in trained if r["key"] in PEERS]
         ours = [r for r in trained if r["key"] not in PEERS]
         best_peer = max(peers, key=lambda r: r["psnr_y"], default=None)
@@ -274,7 +347,7 @@ def main() -> None:
         f"command: python {shlex.join(sys.argv)}",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
         f"budget {args.budget:g} s per model, batch {args.batch}, gt patch {args.patch}px, "
-        f"lr {'per model' if args.lr is None else f'{args.lr:g}'}, grad clip {args.grad_clip:g}, "
+        f"lr {lr_label(args)}, grad clip {args.grad_clip:g}, "
         f"base {upsample_label(args.base)}, lq by {degrade_label(args.downscale)} downscale, "
         f"{args.degradation} degradation, seed {args.seed}"
         + (", rotations" if args.rotate else "")
@@ -282,8 +355,10 @@ def main() -> None:
         + (f", EMA {args.ema:g}" if args.ema else ""),
     ]
     print("\n".join(header), flush=True)
-    train_src, val_src = split_by_image(find_images(args.train), args.val_fraction, args.seed)
-    print(f"training images: {len(train_src)} train, {len(val_src)} validation ({args.train})")
+    images = training_images(args.train, args.bench, args.sets)
+    train_src, val_src = split_by_image(images, args.val_fraction, args.seed)
+    where = ", ".join(args.train)
+    print(f"training images: {len(train_src)} train, {len(val_src)} validation ({where})")
 
     results: dict[tuple[str, int], list[dict]] = {(s, k): [] for s in args.sets for k in scales}
     with contextlib.ExitStack() as stack:
@@ -304,7 +379,11 @@ def main() -> None:
     lpips = ["lpips"] if metrics.lpips_status()[0] else []
     columns = ["set", "scale", "model", "params", "lr", "samples/s", "steps", "ImageNet", "psnr_y",
                "ssim_y", "detail", *lpips, f"Δ {BASELINE}", "Δ best peer"]  # fmt: skip
-    table = metrics.format_table(table_rows(results, args.bench), columns)
+    bicubic = {
+        (s, k): metrics.evaluate(BASELINE, Path(args.bench) / s, k)["mean"] for s, k in results
+    }
+    table = metrics.format_table(table_rows(results, bicubic), columns)
+    alerts = little_learners(results, {key: m["psnr_y"] for key, m in bicubic.items()})
     notes = (
         "PSNR/SSIM on Y (BT.601) with `scale` border px cropped, on the benchmark's LR files; x4 = "
         "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever of ESPCN, residual "
@@ -312,8 +391,12 @@ def main() -> None:
         "sr / gt above the LR Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether "
         "the frozen ResNet18s a model uses (encoder, perceptual loss) had ImageNet weights."
     )
+    if alerts:
+        notes += "\n\n" + "\n".join(f"**WARNING: {a}**" for a in alerts)
     text = "\n".join(header) + "\n\n" + table + "\n\n" + notes + "\n"
     print("\n" + table + "\n\n" + notes)
+    for a in alerts:  # again at the very end, where a reader of the console looks
+        print("\n".join(["!" * 80, "WARNING: " + a, "!" * 80]), file=sys.stderr)
     if args.out:
         with atomic_write(args.out, "w") as f:  # a killed run never leaves half a table
             f.write(text)

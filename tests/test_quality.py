@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -14,6 +15,18 @@ from PIL import Image
 from tests.test_realworld import make_bench
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    """A benchmarks/ script as a module (its imports of peers.py need benchmarks/ on sys.path)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
 
 
 @pytest.fixture
@@ -51,7 +64,7 @@ def test_two_jobs_train_each_model_at_its_own_lr(tiny_data, tmp_path):
     assert len(rows) == 4  # two models x (x2, x4)
     # Each model's own lr from MODELS: the residual CNN's search gave 1e-3.
     assert all("| 0.001 |" in r for r in rows if "residual CNN" in r)
-    assert all("| 0.002 |" in r for r in rows if "ESPCN" in r)
+    assert all(re.search(r"\| 0\.002 +\|", r) for r in rows if "ESPCN" in r)  # padded
     assert out.count("trained ") == 2
 
 
@@ -117,3 +130,45 @@ print(float((lq - lq.round()).abs().max()))
         for flag in ("0", "1")
     )
     assert float(on) < 1e-3 < float(off)  # unquantised antialiased lq sits between levels
+
+
+def test_lr_for_all_or_per_model():
+    q = _module("quality")
+    assert q.parse_lr(None, ["unet", "rescnn"]) == {}
+    assert q.parse_lr("1e-3", ["unet", "rescnn"]) == {"unet": 1e-3, "rescnn": 1e-3}
+    assert q.parse_lr("rescnn=5e-4", ["unet", "rescnn"]) == {"rescnn": 5e-4}
+    with pytest.raises(ValueError, match="espcn"):
+        q.parse_lr("espcn=1e-3", ["unet", "rescnn"])
+
+
+def test_a_collapsed_model_is_flagged():
+    """A run that ends near bicubic (as a peer did at too high an lr) gets a loud warning."""
+    q = _module("quality")
+    results = {
+        ("Set5", 2): [{"model": "peer", "psnr_y": 33.94}, {"model": "UNet", "psnr_y": 37.42}],
+        ("Set14", 2): [{"model": "peer", "psnr_y": 32.70}, {"model": "UNet", "psnr_y": 32.94}],
+    }
+    alerts = q.little_learners(results, {("Set5", 2): 33.65, ("Set14", 2): 30.22})
+    assert len(alerts) == 1  # a weaker but learning model (Set14) is not flagged
+    assert "peer LEARNED LITTLE on Set5 x2: +0.29 dB" in alerts[0] and "+3.77 dB" in alerts[0]
+
+
+def test_several_training_folders_and_no_benchmark_images(tiny_data, tmp_path):
+    train, bench = tiny_data
+    more = tmp_path / "more"
+    more.mkdir()
+    for p in train.glob("*.png"):
+        Image.open(p).rotate(90).save(more / p.name)  # same names, other folder: both count
+    out = _quality(train, bench, "--train", str(train), str(more), "--models", "espcn,rescnn",
+                   "--lr", "rescnn=5e-4", "--out", str(tmp_path / "t.md"))  # fmt: skip
+    assert "training images: 6 train" in out
+    table = (tmp_path / "t.md").read_text()
+    assert "lr per model, rescnn 0.0005" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "peer)" in line]
+    assert len(rows) == 4 and all("| 0.0005 |" in r for r in rows if "residual CNN" in r)
+    assert all(re.search(r"\| 0\.002 +\|", r) for r in rows if "ESPCN" in r)  # padded
+    # A folder that holds the benchmark (its images would be trained on) is refused.
+    cmd = [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--train", str(tmp_path),
+           "--bench", str(bench), "--sets", "Tiny", "--budget", "1"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode != 0 and "lie in the benchmark set" in done.stderr
