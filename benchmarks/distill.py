@@ -36,6 +36,7 @@ import x4_passes  # noqa: E402
 
 from srlib import metrics  # noqa: E402
 from srlib.data import SRDataset, make_loader  # noqa: E402
+from srlib.io import atomic_write  # noqa: E402
 from srlib.losses import make_loss  # noqa: E402
 from srlib.train import TrainConfig, fit  # noqa: E402
 
@@ -67,6 +68,8 @@ class Pool(Dataset):
 def make_pool(args: argparse.Namespace) -> None:
     """Draw args.n training crops, run the teacher on their lq, save all three in fp16."""
     teacher_path = Path(args.teacher)
+    if teacher_path.name != "last.pt" or not teacher_path.is_file():
+        raise SystemExit(f"--teacher {teacher_path}: not a quality.py --keep run's <key>/last.pt")
     teacher = x4_passes.load_run_model(teacher_path.parent.parent, teacher_path.parent.name)
     if getattr(teacher, "scale", SCALE) != SCALE:
         raise SystemExit(f"{teacher_path}: a x{teacher.scale} model; the pool is x{SCALE}")
@@ -97,7 +100,8 @@ def make_pool(args: argparse.Namespace) -> None:
         epoch += 1
     sample = slice(0, min(n, 2000))
     err = (pool["teacher"][sample].float() - pool["gt"][sample].float()).abs().mean().item()
-    torch.save(pool, args.out)
+    with atomic_write(args.out) as f:  # a killed run leaves no half-written pool
+        torch.save(pool, f)
     print(
         f"pool {n} samples over {epoch} epoch(s) of {len(ds)} crops, "
         f"{time.perf_counter() - t0:.0f} s; mean |teacher - gt| {err:.5f} (first {sample.stop})"

@@ -58,3 +58,8 @@ def test_each_command_names_what_it_lacks(tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks" / "distill.py"), "pool", "--bench", "b"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 2 and "pool needs --teacher, --train, --out" in done.stderr
+    best = tmp_path / "unet" / "best.pt"  # a teacher must be a --keep run's last.pt
+    cmd[3:] = ["--bench", "b", "--teacher", str(best), "--train", "t", "--out", "o"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1 and "not a quality.py --keep run's <key>/last.pt" in done.stderr
+    assert not (tmp_path / "o").exists()
