@@ -35,7 +35,7 @@ import quality  # noqa: E402
 import x4_passes  # noqa: E402
 
 from srlib import metrics  # noqa: E402
-from srlib.data import SRDataset, make_loader  # noqa: E402
+from srlib.data import make_loader  # noqa: E402
 from srlib.io import atomic_write  # noqa: E402
 from srlib.losses import make_loss  # noqa: E402
 from srlib.train import TrainConfig, fit  # noqa: E402
@@ -74,10 +74,12 @@ def make_pool(args: argparse.Namespace) -> None:
     if getattr(teacher, "scale", SCALE) != SCALE:
         raise SystemExit(f"{teacher_path}: a x{teacher.scale} model; the pool is x{SCALE}")
     images = quality.training_images(args.train, args.bench, args.sets.split(","))
-    ds = SRDataset(
-        images, args.patch, SCALE, args.crops_per_image, True, args.patch, None,
-        rotate=True, method="bicubic", seed=args.seed, degradation="clean",
+    # quality.py's crops for the seed, with its defaults and the sixth round's --rotate.
+    crops = argparse.Namespace(
+        patch=args.patch, scale=SCALE, crops_per_image=args.crops_per_image, min_crop=args.patch,
+        max_crop=None, rotate=True, downscale="bicubic", seed=args.seed, degradation="clean",
     )  # fmt: skip
+    ds = quality.dataset(images, crops, True)
     n, p, q = args.n, args.patch, args.patch // SCALE
     # Preallocated: growing lists and concatenating them at the end would double the peak.
     pool = {

@@ -245,6 +245,16 @@ def run_name(name: str, args: argparse.Namespace) -> str:
     return name if args.degradation == "clean" else f"{name}_{args.degradation}"
 
 
+def dataset(sources: list, args: argparse.Namespace, is_train: bool) -> SRDataset:
+    """The crops every model trains (or validates) on, from the command line's options."""
+    # Crops are keyed on (seed, epoch, index): every model sees the same crops.
+    crops = args.crops_per_image if is_train else 4
+    return SRDataset(
+        sources, args.patch, args.scale, crops, is_train, args.min_crop, args.max_crop,
+        rotate=args.rotate, method=args.downscale, seed=args.seed, degradation=args.degradation,
+    )  # fmt: skip
+
+
 def train(
     name: str, args: argparse.Namespace, train_src: list, val_src: list, out_dir: str
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -254,15 +264,6 @@ def train(
     torch.manual_seed(args.seed)  # the same initial weights for a model on every run
     model, loss_fn = make(args.scale, args.base), make_loss(loss_name)
 
-    def dataset(sources: list, is_train: bool) -> SRDataset:
-        # Crops are keyed on (seed, epoch, index): every model sees the same crops.
-        crops = args.crops_per_image if is_train else 4
-        return SRDataset(
-            sources, args.patch, args.scale, crops, is_train, args.min_crop, args.max_crop,
-            rotate=args.rotate, method=args.downscale, seed=args.seed,
-            degradation=args.degradation,
-        )  # fmt: skip
-
     cfg = TrainConfig(
         name=run_name(name, args), scale=args.scale, patch_size=args.patch, min_crop=args.min_crop,
         crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
@@ -271,8 +272,9 @@ def train(
         grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16, ema=args.ema,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
-    val_set = dataset(val_src, False) if val_src else None
-    hist = fit(model, loss_fn, dataset(train_src, True), val_set, cfg, resume=False, progress=False)
+    val_set = dataset(val_src, args, False) if val_src else None
+    train_set = dataset(train_src, args, True)
+    hist = fit(model, loss_fn, train_set, val_set, cfg, resume=False, progress=False)
     info = {
         "model": label,
         "key": name,
