@@ -4,18 +4,26 @@
     python benchmarks/infer.py --size 1000x750      # quick trial
     python benchmarks/infer.py --sweep --size 1536x1152 --tiles 128,256,512,768
     python benchmarks/infer.py --profile            # where the time goes, per layer group
+    python benchmarks/infer.py --isa avx2 --cli     # the whole CLI command, PNG in and out,
+                                                    # as on a CPU without AVX-512
 
 The photo is skimage's astronaut upscaled with PIL bicubic to the target size, plus sensor-like
 noise (speed does not depend on the content, but it should not be a flat image). Every row runs
 in a fresh subprocess so its peak RSS (VmHWM: interpreter, torch, model, image buffers and
 the tiles) is its own. Missing checkpoints fall back to freshly built untrained models of
-default width, which run at the same speed; the table says so.
+default width, which run at the same speed; the table says so. `--cli` times the whole
+command a user runs instead, `python -m srlib upscale photo.png -o out/ --checkpoint ...` (PNG in
+and out, model loading and the receptive-field probe included), from the process start to its
+end. `--isa avx2` limits torch to AVX2 (srlib.perf.restrict_isa; the children inherit it). The
+header names CPU, ISA and threads; the FLOPs column is per output pixel of one untiled pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -105,7 +113,10 @@ def child(args: argparse.Namespace) -> None:
         crop = torch.from_numpy(np.asarray(img)[:480, :640]).permute(2, 0, 1).float() / 255
         run = partial(upscale_tensor, model, crop, overlap=args.overlap, precision=args.precision)
         tiling_error = float((run(tile=128) - run(tile=10**6)).abs().max())
+    from srlib.perf import flops_per_pixel
+
     result = dict(
+        flops=None if model is None else flops_per_pixel(model),
         seconds=seconds,
         out_mp=out.width * out.height / 1e6,
         peak_rss_mb=peak_rss_mb(),
@@ -130,6 +141,41 @@ def run_child(target: str, image: Path, args: argparse.Namespace, tile: int) -> 
     if res.returncode != 0:
         raise RuntimeError(f"{target} failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_cli(target: str, png: Path, args: argparse.Namespace, tile: int) -> dict:
+    """Time `python -m srlib upscale PNG -o OUT` end to end in a fresh process: seconds, RSS."""
+    cmd = [sys.executable, "-m", "srlib", "upscale", str(png), "-q", "--overwrite"]
+    cmd += ["--checkpoint", target, "--tile", str(tile), "--precision", args.precision]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.overlap is not None:
+        cmd += ["--overlap", str(args.overlap)]
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        # GNU time's %M would need /usr/bin/time; the child's peak RSS comes from wait4 instead.
+        proc = subprocess.Popen([*cmd, "-o", out], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        text = proc.stdout.read()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{target}: the CLI failed:\n{text[-2000:]}")
+        sizes = [p.stat().st_size for p in Path(out).iterdir()]
+    precision = re.search(r"precision (\w+)", text)
+    return dict(
+        seconds=seconds,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        out_mb=sum(sizes) / 1e6,
+        precision=precision.group(1) if precision else "?",
+    )
+
+
+def flops_of(target: str) -> float | None:
+    """FLOPs per output pixel of a checkpoint's model (None for bicubic)."""
+    from srlib.perf import flops_per_pixel
+
+    model = build(target)
+    return None if model is None else flops_per_pixel(model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,10 +272,16 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="time every --tiles size instead")
     ap.add_argument("--tiles", default="128,256,512,768", help="tile sizes for --sweep")
     ap.add_argument("--profile", action="store_true", help="per-layer-group times of one tile")
+    ap.add_argument("--cli", action="store_true",
+                    help="time the whole CLI command instead (PNG in and out)")  # fmt: skip
+    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_image", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
+    from srlib.perf import restrict_isa
+
+    restrict_isa(args.isa)  # before torch loads; the children inherit the limit
     from srlib.infer import DEFAULT_TILE
 
     args.tile = args.tile or DEFAULT_TILE
@@ -239,15 +291,18 @@ def main() -> None:
     if args.profile:
         return profile(args)
 
+    from srlib.perf import FLOPS_NOTE, format_flops, machine_line
+
     w, h = (int(v) for v in args.size.lower().split("x"))
     models = targets(args.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "photo.npy"
-        np.save(image, synthetic_photo(w, h))
-        print(
-            f"input {w}x{h} ({w * h / 1e6:.1f} MP) -> x2 {2 * w}x{2 * h}, {sys.platform}, "
-            f"threads={args.threads or 'torch default'}"
-        )
+        photo = synthetic_photo(w, h)
+        np.save(image, photo)
+        print(machine_line(args.threads) if args.threads else machine_line())
+        print(f"input {w}x{h} ({w * h / 1e6:.1f} MP) -> x2 {2 * w}x{2 * h}, {sys.platform}")
+        if args.cli:
+            return cli_table(photo, Path(tmp), models, args)
         base = run_child("bicubic", image, args, args.tile)
         tiles = [int(t) for t in args.tiles.split(",")] if args.sweep else [args.tile]
         rows = []
@@ -257,6 +312,7 @@ def main() -> None:
                 rows.append(
                     [
                         label,
+                        "-" if r["flops"] is None else format_flops(r["flops"]),
                         "-" if target == "bicubic" else r["precision"],
                         tile or "-",
                         r["overlap"] or "-",
@@ -269,12 +325,39 @@ def main() -> None:
                     ]
                 )
                 print(f"  measured {label} tile {tile or '-'}: {r['seconds']:.1f} s", flush=True)
-        header = ["model", "precision", "tile", "overlap", "s", "out MP/s", "RSS before MB"]
-        print_table([*header, "peak RSS MB", "time / bicubic", "tiled - untiled"], rows)
+        header = ["model", "FLOPs/px", "precision", "tile", "overlap", "s", "out MP/s"]
+        header += ["RSS before MB", "peak RSS MB", "time / bicubic", "tiled - untiled"]
+        print_table(header, rows)
         print(
             f"--precision {args.precision}; tiled - untiled: max |difference| on a 640x480 corner, "
-            "tiles of 128 vs one tile"
+            f"tiles of 128 vs one tile. {FLOPS_NOTE}."
         )
+
+
+def cli_table(photo: np.ndarray, tmp: Path, models: list, args: argparse.Namespace) -> None:
+    """--cli: each checkpoint through `python -m srlib upscale`, PNG in and out, in a table."""
+    from PIL import Image
+
+    from srlib.perf import FLOPS_NOTE, format_flops
+
+    png = tmp / "photo.png"
+    Image.fromarray(photo).save(png)
+    rows = []
+    for label, target in models:
+        if target.startswith("untrained:"):
+            raise SystemExit(f"--cli needs checkpoint files; {label} is not one")
+        r = run_cli(target, png, args, args.tile)
+        flops = flops_of(target)
+        rows.append([label, format_flops(flops), r["precision"], args.tile, f"{r['seconds']:.1f}",
+                     f"{r['peak_rss_mb']:.0f}", f"{r['out_mb']:.0f}"])  # fmt: skip
+        print(f"  measured {label}: {r['seconds']:.1f} s", flush=True)
+    header = ["checkpoint", "FLOPs/px", "precision", "tile", "s (whole command)", "peak RSS MB"]
+    print_table([*header, "output MB"], rows)
+    print(
+        f"python -m srlib upscale {png.name} ({png.stat().st_size / 1e6:.0f} MB PNG) -o OUT "
+        f"--precision {args.precision}: process start to end, PNG decode and encode included. "
+        f"{FLOPS_NOTE}."
+    )
 
 
 if __name__ == "__main__":

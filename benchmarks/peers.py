@@ -92,3 +92,16 @@ class SeedUpscaler(nn.Module):
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         base = self.base_upscale(lq)  # (B, 3, H, W): the network works at HR from the start
         return base + self.out(self.decoder(self.encoder(base)))
+
+
+# Peers by short name, for model specs ("rescnn(channels=32)"): see `build`.
+PEERS: dict[str, type[nn.Module]] = {"espcn": ESPCN, "rescnn": ResidualCNN, "seed": SeedUpscaler}
+
+
+def build(spec: str, scale: int) -> nn.Module:
+    """A model from a spec naming an srlib model ("unet(refine_blocks=4)") or a peer ("espcn")."""
+    from srlib.models import MODELS, parse_model_spec
+
+    models = {**MODELS, **PEERS}
+    name, kwargs = parse_model_spec(spec, models)
+    return models[name](scale=scale, **kwargs)

@@ -3,9 +3,13 @@
     python benchmarks/quality.py --train ../shared/datasets/T91 --bench ../shared/datasets \
         --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,rescnn,seed] \
         [--threads 1 --jobs 2] [--out results.md]
+    python benchmarks/quality.py ... --steps 3000 --models "unet,unet(refine_blocks=4),rescnn" \
+        --plot flops.png --csv results.csv        # quality vs FLOPs at equal steps
 
 Every model trains with `srlib.train.fit` for the same wall-clock budget (seconds per model),
-on the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then
+or with `--steps N` for the same number of steps (a comparison that does not depend on the
+machine: the table then sets quality against FLOPs per output pixel, and `--plot` draws it), on
+the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then
 is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/SSIM on Y with
 `scale` border pixels cropped, as in the papers. x4 is two x2 passes. The table also gives
 measured bicubic (MATLAB) and published rows per set, and the PSNR/SSIM difference of each row
@@ -18,6 +22,9 @@ often an lr too high for it), in the output and the table's notes. `--jobs N` tr
 at a time in separate processes of `--threads` threads each (on a 2-core CPU: `--threads 1
 --jobs 2`, with OMP_WAIT_POLICY=PASSIVE set for the children, so two runs do not slow each
 other down more than their share).
+A model is a key of MODELS, optionally with constructor arguments: "unet(refine_blocks=4)" (its
+label, loss and lr are the key's). `--csv` appends one row per model, set and scale (commit, date,
+command, machine and ISA, seed, psnr_y, ssim_y, steps, FLOPs) to a results file.
 `--base` and `--downscale` name torch kernels: the models' base upscale ("bicubic (torch)")
 and the training lq ("bicubic (torch, antialiased)"); see srlib.resize.
 """
@@ -26,9 +33,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import datetime
 import multiprocessing
 import os
+import re
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +60,13 @@ from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
 from srlib.degrade import DEGRADATIONS  # noqa: E402
 from srlib.io import atomic_write  # noqa: E402
 from srlib.losses import make_loss  # noqa: E402
-from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler  # noqa: E402
+from srlib.models import (  # noqa: E402
+    ResNetUNetUpscaler,
+    UNetUpscaler,
+    Upscaler,
+    parse_model_spec,
+)
+from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line  # noqa: E402
 from srlib.resize import degrade_label, upsample_label  # noqa: E402
 from srlib.train import TrainConfig, fit  # noqa: E402
 
@@ -62,18 +79,63 @@ BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the 
 # and no run at 1e-3 broke Barbara's x4, which half the runs at 2e-3 did); the ResNet-UNets use
 # TrainConfig's default; ESPCN and the seed design were not searched.
 MODELS: dict[str, tuple[str, str, float, Callable[[int, str], nn.Module]]] = {
-    "unet": ("UNet (L1)", "l1", 1e-3, lambda s, b: UNetUpscaler(s, base=b)),
-    "resnet_l1": ("ResNet-UNet (L1)", "l1", 2e-3, lambda s, b: ResNetUNetUpscaler(s, base=b)),
+    "unet": ("UNet (L1)", "l1", 1e-3, lambda s, b, **kw: UNetUpscaler(s, base=b, **kw)),
+    "resnet_l1": (
+        "ResNet-UNet (L1)",
+        "l1",
+        2e-3,
+        lambda s, b, **kw: ResNetUNetUpscaler(s, base=b, **kw),
+    ),
     "resnet_perceptual": (
         "ResNet-UNet (perceptual)",
         "perceptual",
         2e-3,
-        lambda s, b: ResNetUNetUpscaler(s, base=b),
+        lambda s, b, **kw: ResNetUNetUpscaler(s, base=b, **kw),
     ),
-    "espcn": ("ESPCN (L1, peer)", "l1", 2e-3, lambda s, b: ESPCN(s)),
-    "rescnn": ("residual CNN (L1, peer)", "l1", 1e-3, lambda s, b: ResidualCNN(s)),
-    "seed": ("seed design (L1, peer)", "l1", 2e-3, lambda s, b: SeedUpscaler(s, pretrained=True)),
+    "espcn": ("ESPCN (L1, peer)", "l1", 2e-3, lambda s, b, **kw: ESPCN(s, **kw)),
+    "rescnn": ("residual CNN (L1, peer)", "l1", 1e-3, lambda s, b, **kw: ResidualCNN(s, **kw)),
+    "seed": (
+        "seed design (L1, peer)",
+        "l1",
+        2e-3,
+        lambda s, b, **kw: SeedUpscaler(s, pretrained=True, **kw),
+    ),
 }
+# The class behind each key: what a model spec's arguments are checked against.
+CLASSES: dict[str, type[nn.Module]] = {
+    "unet": UNetUpscaler,
+    "resnet_l1": ResNetUNetUpscaler,
+    "resnet_perceptual": ResNetUNetUpscaler,
+    "espcn": ESPCN,
+    "rescnn": ResidualCNN,
+    "seed": SeedUpscaler,
+}
+
+
+def split_specs(text: str) -> list[str]:
+    """'unet,unet(refine_blocks=4, base="bicubic"),rescnn' -> the specs (commas in () kept)."""
+    specs, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            specs.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    specs.append(current.strip())
+    return [sp for sp in specs if sp]
+
+
+def spec_parts(spec: str) -> tuple[str, dict[str, Any]]:
+    """A model spec -> (MODELS key, constructor arguments); ValueError for a bad one."""
+    key = spec.split("(", 1)[0].strip()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {key!r} in {spec!r}; choose from {', '.join(MODELS)}")
+    if "(" not in spec:
+        return key, {}
+    if key not in CLASSES:
+        raise ValueError(f"{spec!r}: {key} takes no arguments here")
+    return parse_model_spec(spec, {key: CLASSES[key]})
 
 
 def imagenet_status(model: nn.Module, loss_fn: nn.Module) -> str:
@@ -130,6 +192,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--bench", required=True, help="folder holding Set5/ and Set14/")
     ap.add_argument("--sets", default="Set5,Set14")
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train each model this many steps instead of --budget s")  # fmt: skip
+    ap.add_argument("--plot", default=None, help="with --steps: PSNR vs FLOPs/px figure (PNG)")
+    ap.add_argument("--csv", default=None, help="append the results to this CSV file")
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     ap.add_argument("--scale", type=int, default=2, help="training scale (x2 also gives x4)")
     ap.add_argument("--patch", type=int, default=96, help="gt crop side (lq = patch / scale)")
@@ -161,10 +227,14 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args()
-    args.models = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = sorted(set(args.models) - set(MODELS))
-    if unknown:
-        ap.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    args.models = split_specs(args.models)
+    for spec in args.models:
+        try:
+            spec_parts(spec)
+        except ValueError as e:
+            ap.error(str(e))
+    if args.steps is not None and args.steps < 1:
+        ap.error("--steps must be >= 1")
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     for s in args.sets:
         if not (Path(args.bench) / s).is_dir():
@@ -188,7 +258,7 @@ def parse_lr(text: str | None, models: list[str]) -> dict[str, float]:
     lrs = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
-        if name.strip() not in models:
+        if name.strip() not in {*models, *(spec_parts(m)[0] for m in models)}:
             raise ValueError(f"--lr names {name.strip()!r}, which is not in --models")
         lrs[name.strip()] = float(value)
     return lrs
@@ -199,7 +269,7 @@ def lr_label(args: argparse.Namespace) -> str:
     if not args.lr:
         return "per model"
     values = set(args.lr.values())
-    if len(args.lr) == len(args.models) and len(values) == 1:
+    if set(args.lr) == set(args.models) and len(values) == 1:
         return f"{values.pop():g}"
     return "per model, " + ", ".join(f"{k} {v:g}" for k, v in args.lr.items())
 
@@ -241,7 +311,8 @@ def little_learners(
 
 
 def run_name(name: str, args: argparse.Namespace) -> str:
-    """The run folder of a model: its key, plus the degradation when it is not clean."""
+    """The run folder of a model: its spec, plus the degradation when it is not clean."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")  # "unet(refine_blocks=4)" -> a name
     return name if args.degradation == "clean" else f"{name}_{args.degradation}"
 
 
@@ -258,26 +329,35 @@ def dataset(sources: list, args: argparse.Namespace, is_train: bool) -> SRDatase
 def train(
     name: str, args: argparse.Namespace, train_src: list, val_src: list, out_dir: str
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build and train one model for args.budget seconds; returns (model, table info)."""
-    label, loss_name, own_lr, make = MODELS[name]
-    lr = args.lr.get(name, own_lr)
+    """Build and train one model (a spec) for args.budget s or args.steps; (model, table info)."""
+    key, kwargs = spec_parts(name)
+    label, loss_name, own_lr, make = MODELS[key]
+    if kwargs:
+        label += " " + name[len(key) :]  # "UNet (L1) (refine_blocks=4)"
+    lr = args.lr.get(name, args.lr.get(key, own_lr))
     torch.manual_seed(args.seed)  # the same initial weights for a model on every run
-    model, loss_fn = make(args.scale, args.base), make_loss(loss_name)
+    model = make(args.scale, args.base, **kwargs) if kwargs else make(args.scale, args.base)
+    loss_fn = make_loss(loss_name)
 
     cfg = TrainConfig(
         name=run_name(name, args), scale=args.scale, patch_size=args.patch, min_crop=args.min_crop,
         crops_per_image=args.crops_per_image, downscale=args.downscale, loss=loss_name,
         degradation=args.degradation,
-        batch_size=args.batch, steps=10**9, time_budget_s=args.budget, lr=lr,
+        batch_size=args.batch, lr=lr,
+        steps=args.steps or 10**9, time_budget_s=None if args.steps else args.budget,
         grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16, ema=args.ema,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
     val_set = dataset(val_src, args, False) if val_src else None
     train_set = dataset(train_src, args, True)
     hist = fit(model, loss_fn, train_set, val_set, cfg, resume=False, progress=False)
+    flops = flops_per_pixel(model)  # one x2 pass; x4 is two passes: 1.25x this per pixel
     info = {
         "model": label,
-        "key": name,
+        "key": key,
+        "spec": name,
+        "flops": flops,
+        "FLOPs/px": format_flops(flops),
         "params": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
         "lr": f"{lr:g}",
         "samples/s": f"{hist['samples_per_s']:.1f}",
@@ -312,7 +392,10 @@ def train_and_evaluate(
         t = time.perf_counter()
         fn = upscaler_at(model, args.scale, k)
         mean = metrics.evaluate(fn, Path(args.bench) / s, k)["mean"]
-        rows[(s, k)] = {**info, **mean}
+        # x4 = two x2 passes: (4 + 16) / 16 = 1.25 times a pass's FLOPs per output pixel.
+        passes = infer.num_passes(model, k)
+        flops = info["flops"] * sum(args.scale ** (2 * i) for i in range(1, passes + 1)) / k**2
+        rows[(s, k)] = {**info, **mean, "flops": flops, "FLOPs/px": format_flops(flops)}
         dt = time.perf_counter() - t
         print(f"  {info['model']}, {s} x{k}: PSNR {mean['psnr_y']:.2f} dB ({dt:.1f} s)", flush=True)
     return rows
@@ -347,8 +430,9 @@ def main() -> None:
     scales = [args.scale, args.scale**2] if args.scale == 2 else [args.scale]
     header = [
         f"command: python {shlex.join(sys.argv)}",
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-        f"budget {args.budget:g} s per model, batch {args.batch}, gt patch {args.patch}px, "
+        f"{machine_line()}, device {args.device}, "
+        + (f"{args.steps} steps per model" if args.steps else f"budget {args.budget:g} s per model")
+        + f", batch {args.batch}, gt patch {args.patch}px, "
         f"lr {lr_label(args)}, grad clip {args.grad_clip:g}, "
         f"base {upsample_label(args.base)}, lq by {degrade_label(args.downscale)} downscale, "
         f"{args.degradation} degradation, seed {args.seed}"
@@ -379,8 +463,9 @@ def main() -> None:
             results[key].append(row)
 
     lpips = ["lpips"] if metrics.lpips_status()[0] else []
-    columns = ["set", "scale", "model", "params", "lr", "samples/s", "steps", "ImageNet", "psnr_y",
-               "ssim_y", "detail", *lpips, f"Δ {BASELINE}", "Δ best peer"]  # fmt: skip
+    columns = ["set", "scale", "model", "params", "FLOPs/px", "lr", "samples/s", "steps",
+               "ImageNet", "psnr_y", "ssim_y", "detail", *lpips, f"Δ {BASELINE}",
+               "Δ best peer"]  # fmt: skip
     bicubic = {
         (s, k): metrics.evaluate(BASELINE, Path(args.bench) / s, k)["mean"] for s, k in results
     }
@@ -391,7 +476,8 @@ def main() -> None:
         "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever of ESPCN, residual "
         "CNN and seed design has the higher PSNR on that set). detail = high-frequency energy of "
         "sr / gt above the LR Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether "
-        "the frozen ResNet18s a model uses (encoder, perceptual loss) had ImageNet weights."
+        "the frozen ResNet18s a model uses (encoder, perceptual loss) had ImageNet weights. "
+        f"{FLOPS_NOTE}; x4 rows: both passes per x4 output pixel (1.25x a pass)."
     )
     if alerts:
         notes += "\n\n" + "\n".join(f"**WARNING: {a}**" for a in alerts)
@@ -403,6 +489,73 @@ def main() -> None:
         with atomic_write(args.out, "w") as f:  # a killed run never leaves half a table
             f.write(text)
         print(f"wrote {args.out}")
+    if args.csv:
+        append_csv(args.csv, results, args)
+        print(f"appended to {args.csv}")
+    if args.plot:
+        plot_flops(results, bicubic, args.plot, header[1])
+        print(f"wrote {args.plot}")
+
+
+# The columns of a results CSV (benchmarks/results/*.csv): one row per model, set and scale.
+CSV_FIELDS = ["date", "commit", "command", "machine", "seed", "model", "params", "flops_per_px",
+              "set", "scale", "steps", "psnr_y", "ssim_y"]  # fmt: skip
+
+
+def append_csv(path: str, results: dict[tuple[str, int], list[dict]], args) -> None:
+    """Append one row per model, set and scale to a results CSV (header written when new)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+    except OSError:
+        commit = ""
+    common = {
+        "date": datetime.date.today().isoformat(),
+        "commit": commit or "-",
+        "command": f"python {shlex.join(sys.argv)}",
+        "machine": machine_line(),
+        "seed": args.seed,
+    }
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        for (s, k), rows in results.items():
+            for r in rows:
+                params = r["params"].replace(",", "")
+                writer.writerow({**common, "model": r["spec"], "params": params,
+                                 "flops_per_px": round(r["flops"]), "set": s, "scale": k,
+                                 "steps": r["steps"], "psnr_y": f"{r['psnr_y']:.3f}",
+                                 "ssim_y": f"{r['ssim_y']:.4f}"})  # fmt: skip
+
+
+def plot_flops(
+    results: dict[tuple[str, int], list[dict]], bicubic: dict, path: str, title: str
+) -> None:
+    """PSNR-Y against FLOPs per output pixel (log axis), one panel per set and scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(results)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
+    for ax, (s, k) in zip(axes[0], keys, strict=True):
+        for r in results[(s, k)]:
+            peer = r["key"] in PEERS
+            ax.scatter(r["flops"], r["psnr_y"], marker="s" if peer else "o",
+                       color="tab:gray" if peer else "tab:blue")  # fmt: skip
+            ax.annotate(r["spec"], (r["flops"], r["psnr_y"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.axhline(bicubic[(s, k)]["psnr_y"], color="k", ls=":", lw=0.8, label=BASELINE)
+        ax.set_xscale("log")
+        ax.set(title=f"{s} x{k}", xlabel="FLOPs per output pixel", ylabel="PSNR-Y (dB)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"quality vs cost at equal steps (circles: srlib, squares: peers)\n{title}",
+                 fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""Training throughput (samples/s) of srlib's models and the peers, in one process.
+"""Training throughput and cost of srlib's models and the peers, in one process.
 
     python benchmarks/speed.py [--patch 96] [--batch 8] [--steps 6] [--threads 2] [--bf16]
+    python benchmarks/speed.py --isa avx2 --threads 2          # as on a CPU without AVX-512
+    python benchmarks/speed.py --models unet "unet(refine_blocks=4)" rescnn --losses l1
 
 Each row times full optimiser steps (forward, loss, backward, AdamW) on random tensors after
-one warm-up step, with the model in channels_last as `srlib.train.fit` has it; the ratio
-column is against the seed's design measured in the same run. `--bf16` also times each L1 row
-under bf16 autocast (TrainConfig.cpu_bf16 on a CPU, amp on CUDA) and gives that speed-up.
+one warm-up step, with the model in channels_last as `srlib.train.fit` has it, and gives the
+model's FLOPs per output pixel (forward, and a whole training step with its loss; FLOPs do not
+depend on the machine, times do). The ratio column is against the first model, measured in the
+same run. `--isa avx2` limits oneDNN, ATen and MKL to AVX2 (srlib.perf.restrict_isa), as most
+laptops and cloud CPUs are; the header names the ISA and threads. `--bf16` also times each L1
+row under bf16 autocast (TrainConfig.cpu_bf16 on a CPU) and gives that speed-up.
 """
 
 from __future__ import annotations
@@ -16,20 +21,19 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import ESPCN, ResidualCNN, SeedUpscaler  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from srlib.perf import restrict_isa  # noqa: E402  (imports no torch)
 
-from srlib.losses import make_loss  # noqa: E402
-from srlib.models import ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
-from srlib.train import TrainConfig, cpu_has_bf16  # noqa: E402
+DEFAULT_MODELS = ["seed", "espcn", "rescnn", "unet", "resnet"]
 
 
 def samples_per_s(
     model, loss_fn, batch: int, patch: int, scale: int, steps: int, bf16: bool = False
 ) -> float:
     """Median samples/s over `steps` training steps (after one warm-up step)."""
+    import torch
+
     model.to(memory_format=torch.channels_last)  # as fit() lays it out
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -54,42 +58,57 @@ def samples_per_s(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS,
+                    help="model specs: srlib names or peers, e.g. unet \"unet(refine_blocks=4)\" "
+                    "rescnn espcn seed resnet (default: %(default)s)")  # fmt: skip
+    ap.add_argument("--losses", nargs="+", default=["l1", "perceptual"])
     ap.add_argument("--patch", type=int, default=96, help="gt patch side (lq = patch / scale)")
-    ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--batch", type=int, default=8, help="TrainConfig's default batch")
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
     ap.add_argument("--bf16", action="store_true", help="also time the L1 rows in bf16 autocast")
     args = ap.parse_args()
+    restrict_isa(args.isa)  # before torch loads: may restart this script
+
+    import torch
+    from peers import build
+
+    from srlib.losses import make_loss
+    from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line
+    from srlib.train import cpu_has_bf16
+
     if args.bf16 and not cpu_has_bf16():
         ap.error("--bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); it would be emulated")
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="ImageNet ResNet18 weights")  # speed only
     s = args.scale
-    models = {
-        "seed design (128 ch at HR)": lambda: SeedUpscaler(s),
-        "ESPCN": lambda: ESPCN(s),
-        "residual CNN (peer)": lambda: ResidualCNN(s),
-        "UNetUpscaler": lambda: UNetUpscaler(s),
-        "ResNetUNetUpscaler": lambda: ResNetUNetUpscaler(s, pretrained=False, download=False),
-    }
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-        f"gt {args.patch}px, x{s}, median of {args.steps} steps\n"
-    )
+    print(machine_line())
+    print(f"batch {args.batch}, gt {args.patch}px, x{s}, median of {args.steps} steps\n")
     bf16 = " bf16 samples/s | bf16 speed-up |" if args.bf16 else ""
-    print(f"| model | trainable params | loss | samples/s | vs seed design |{bf16}")
-    print("|---|---:|---|---:|---:|" + ("---:|---:|" if args.bf16 else ""))
+    print(
+        "| model | trainable params | fwd FLOPs/px | loss | step FLOPs/px | samples/s | ms/step "
+        f"| vs first |{bf16}"
+    )
+    print("|---|---:|---:|---|---:|---:|---:|---:|" + ("---:|---:|" if args.bf16 else ""))
     base = {}
-    for loss_name in ("l1", "perceptual"):
+    for loss_name in args.losses:
         loss_fn = make_loss(loss_name, pretrained=False)
-        for name, make in models.items():
+        for spec in args.models:
             torch.manual_seed(0)
-            model = make()
+            model = build(spec, s)
             n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            fwd = format_flops(flops_per_pixel(model))
+            step = format_flops(flops_per_pixel(model, train=True, loss_fn=loss_fn))
             sps = samples_per_s(model, loss_fn, args.batch, args.patch, s, args.steps)
             base.setdefault(loss_name, sps)
-            row = f"| {name} | {n:,} | {loss_name} | {sps:.1f} | {sps / base[loss_name]:.1f}x |"
+            ms = 1000 * args.batch / sps
+            row = (
+                f"| {spec} | {n:,} | {fwd} | {loss_name} | {step} | {sps:.1f} | {ms:.0f} | "
+                f"{sps / base[loss_name]:.2f}x |"
+            )
             if args.bf16:
                 fast = "-", "-"  # the perceptual loss's ResNet18 stays float32: not timed
                 if loss_name == "l1":
@@ -97,6 +116,7 @@ def main() -> None:
                     fast = f"{b:.1f}", f"{b / sps:.2f}x"
                 row += f" {fast[0]} | {fast[1]} |"
             print(row, flush=True)
+    print(f"\n{FLOPS_NOTE}; step = forward + backward of model and loss.")
 
 
 if __name__ == "__main__":

@@ -524,6 +524,43 @@ def build_model(config: dict) -> Upscaler:
     raise ValueError(f"unknown architecture {arch!r}")
 
 
+# Short names (the CLI's --model, benchmarks' model specs) -> classes.
+MODELS: dict[str, type[Upscaler]] = {"unet": UNetUpscaler, "resnet": ResNetUNetUpscaler}
+
+
+def parse_model_spec(
+    spec: str, models: dict[str, type[nn.Module]] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """'unet' or 'unet(refine_blocks=4, encoder_channels=(24, 32, 64))' -> (name, arguments).
+
+    The arguments are Python literals, read with `ast.literal_eval` (no code runs); the name
+    must be a key of `models` (default MODELS). For benchmarks: a model variant in one word.
+    """
+    models = MODELS if models is None else models
+    import ast
+
+    try:
+        node = ast.parse(spec.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"model spec {spec!r}: not NAME or NAME(arg=value, ...)") from e
+    call = node if isinstance(node, ast.Call) else None
+    name_node = call.func if call else node
+    if not isinstance(name_node, ast.Name) or (call and call.args):
+        raise ValueError(f"model spec {spec!r}: not NAME or NAME(arg=value, ...)")
+    name = name_node.id
+    if name not in models:
+        raise ValueError(f"model spec {spec!r}: unknown model {name!r}; known: {', '.join(models)}")
+    keywords = call.keywords if call else []
+    try:
+        kwargs = {str(kw.arg): ast.literal_eval(kw.value) for kw in keywords}
+    except ValueError as e:
+        raise ValueError(f"model spec {spec!r}: arguments must be literals") from e
+    unknown = set(kwargs) - set(inspect.signature(models[name].__init__).parameters)
+    if unknown:
+        raise ValueError(f"model spec {spec!r}: {models[name].__name__} has no {sorted(unknown)}")
+    return name, kwargs
+
+
 # ----------------------------------------------------------------------------------------------
 # Discriminators, for adversarial fine-tuning (TrainConfig.gan, srlib.train)
 

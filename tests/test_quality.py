@@ -172,3 +172,34 @@ def test_several_training_folders_and_no_benchmark_images(tiny_data, tmp_path):
            "--bench", str(bench), "--sets", "Tiny", "--budget", "1"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode != 0 and "lie in the benchmark set" in done.stderr
+
+
+def test_equal_steps_with_model_specs_a_flops_plot_and_a_csv(tiny_data, tmp_path):
+    """--steps trains every model the same steps; specs set constructor arguments; FLOPs per
+    output pixel go in the table, the CSV (x4: two x2 passes, 1.25x a pass) and the plot."""
+    import csv
+
+    train, bench = tiny_data
+    unet = "unet(encoder_channels=(4, 4, 4), decoder_channels=(4, 4), refine_blocks=0)"
+    out = _quality(train, bench, "--models", f"rescnn(channels=8, depth=1),{unet}",
+                   "--steps", "3", "--plot", str(tmp_path / "f.png"),
+                   "--csv", str(tmp_path / "r.csv"))  # fmt: skip
+    assert "3 steps per model" in out and "FLOPs/px" in out and "ISA" in out
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 4 and {r["steps"] for r in rows} == {"3"}
+    assert {r["model"] for r in rows} == {"rescnn(channels=8, depth=1)", unet}
+    for model in {r["model"] for r in rows}:
+        x2, x4 = (float(r["flops_per_px"]) for r in rows if r["model"] == model)
+        assert x4 == pytest.approx(1.25 * x2, abs=1)
+    # The residual CNN: 3->8 and 8->8 convs, then 8->12, at LR: 9 * (24 + 64 + 96) MACs per LR
+    # pixel, two FLOPs each, over 4 output pixels.
+    assert float(rows[0]["flops_per_px"]) == pytest.approx(2 * 9 * (24 + 64 + 96) / 4, abs=1)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_bad_model_spec_is_refused_in_one_line(tiny_data):
+    train, bench = tiny_data
+    cmd = [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--train", str(train),
+           "--bench", str(bench), "--sets", "Tiny", "--models", "unet(width=3)"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and "has no ['width']" in done.stderr
