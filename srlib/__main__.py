@@ -40,7 +40,6 @@ if __name__ == "__main__":
     sys.modules.setdefault("srlib.__main__", sys.modules[__name__])
 
 DEFAULT_CHECKPOINT = "checkpoints/unet_x2.pt"  # best and fastest shipped x2 (README)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # The names this CLI writes: photo_x2.png, photo_x4.jpg, photo_x1.5.png (--outscale 1.5).
 OUTPUT_STEM = re.compile(r"_x\d+(\.\d+)?$")
 # --ext auto: an input's suffix -> the format it is saved in (anything else is saved as PNG).
@@ -78,30 +77,26 @@ def version() -> str:
 
 
 def find_checkpoint(path: str | None) -> Path:
-    """The checkpoint to use: `path`, else the shipped default (CWD first, then the checkout).
+    """The checkpoint to use: `path`, else the shipped default (CWD, the checkout, the cache).
 
-    A non-editable install (`pip install .`, a wheel) has no checkpoints/: there the default is
-    looked for in the current folder only, and the error says where to put it.
+    Without a checkout (`pip install .`, a wheel, Colab) the default is looked for in the
+    current folder, then fetched once from the repository into torch.hub's cache (srlib.hub).
     """
+    from srlib import hub
+
     if path is not None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return Path(path)
-    # Run from a checkout (or an editable install) the repository's checkpoints/ is beside
-    # srlib/; installed, srlib's parent is site-packages, whose checkpoints/ would be anybody's.
-    checkout = (REPO_ROOT / "pyproject.toml").is_file()
-    candidates = [Path(DEFAULT_CHECKPOINT)] + ([REPO_ROOT / DEFAULT_CHECKPOINT] if checkout else [])
-    for c in candidates:
-        if c.is_file():
-            return c
-    looked = " nor ".join(str(c.resolve()) for c in candidates)
-    fix = (
-        "; train one (see the notebooks) and pass --checkpoint PATH"
-        if checkout
-        else f": srlib installed with pip ships without checkpoints; copy {DEFAULT_CHECKPOINT} "
-        "from the srlib repository there, or pass --checkpoint PATH"
-    )
-    raise FileNotFoundError(f"no --checkpoint given, and the default is not at {looked}{fix}")
+    if Path(DEFAULT_CHECKPOINT).is_file():
+        return Path(DEFAULT_CHECKPOINT)
+    try:
+        return hub.shipped_checkpoint(Path(DEFAULT_CHECKPOINT).name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"no --checkpoint given, and the default {DEFAULT_CHECKPOINT} is not in "
+            f"{Path.cwd()}: {e}; pass --checkpoint PATH"
+        ) from e
 
 
 # ----------------------------------------------------------------------------------------------

@@ -198,10 +198,13 @@ def test_torch_hub_load_returns_the_shipped_model(name):
 
 def test_installed_srlib_without_checkpoint_says_where_to_put_it(tmp_path, capsys, monkeypatch):
     # Installed, srlib/ lives in site-packages: its parent is no checkout (no pyproject.toml),
-    # and a checkpoints/ there (anybody's) is not used.
+    # and a checkpoints/ there (anybody's) is not used. Offline, the download fails clearly.
+    import srlib.hub
+
     site = tmp_path / "site-packages-parent"
     _save(_tiny("unet"), site / "checkpoints" / "unet_x2.pt")
-    monkeypatch.setattr(cli, "REPO_ROOT", site)
+    monkeypatch.setattr(srlib.hub, "REPO_ROOT", site)
+    monkeypatch.setenv("SRLIB_CHECKPOINT_URL", "http://127.0.0.1:9/")  # nothing listens there
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -209,11 +212,11 @@ def test_installed_srlib_without_checkpoint_says_where_to_put_it(tmp_path, capsy
     assert main(["upscale", "a.png", "-o", "out", "-q"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert f"the default is not at {work / 'checkpoints' / 'unet_x2.pt'}: srlib installed" in err
-    assert "copy checkpoints/unet_x2.pt from the srlib repository there" in err
-    assert "or pass --checkpoint PATH" in err
+    assert f"the default checkpoints/unet_x2.pt is not in {work}" in err
+    assert "the download from http://127.0.0.1:9/unet_x2.pt failed" in err
+    assert "pass --checkpoint PATH" in err
     assert str(site) not in err and not (work / "out").exists()
-    # Doing what it says works.
+    # A copy in the current folder is used.
     _save(_tiny("unet"), work / "checkpoints" / "unet_x2.pt")
     assert main(["upscale", "a.png", "-o", "out", "-q"]) == 0
     assert (work / "out" / "a_x2.png").is_file()

@@ -448,10 +448,11 @@ def test_cli_never_overwrites(tmp_path, ckpt, capsys):
 
 
 def test_cli_missing_checkpoint_and_inputs(tmp_path, ckpt, capsys, monkeypatch):
-    import srlib.__main__ as cli
+    import srlib.hub
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr(srlib.hub, "REPO_ROOT", tmp_path / "nowhere")
+    monkeypatch.setenv("SRLIB_CHECKPOINT_URL", "http://127.0.0.1:9/")  # nothing listens there
     assert main(["upscale", "x.png", "-o", "out"]) == 2
     err = capsys.readouterr().err
     assert "checkpoints/unet_x2.pt" in err and "--checkpoint" in err
