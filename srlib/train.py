@@ -94,8 +94,9 @@ PRESETS: dict[str, dict] = {
         val_every=2,
         checkpoint_every=2,
     ),
-    # CPU, 2 cores: each notebook (two trainings, evaluation, plots) in about 10 minutes.
-    # Ends by step count, not by time: the same machine and thread count give the same numbers.
+    # CPU, 2 cores: each notebook (two trainings, evaluation, plots) in at most 10 minutes on
+    # an AVX2 CPU in float32 (README, "How long things take"). Ends by step count, not by time:
+    # the same machine and thread count give the same numbers.
     "quick": dict(
         patch_size=96,
         min_crop=48,
@@ -105,6 +106,19 @@ PRESETS: dict[str, dict] = {
         warmup_steps=50,
         val_every=250,
         checkpoint_every=250,
+    ),
+    # One GPU, e.g. Colab's T4: each notebook in about 15 minutes, with the deep UNet
+    # (PRESET_MODEL_ARGS). default_preset() picks it when CUDA is available.
+    "gpu": dict(
+        patch_size=128,
+        min_crop=64,
+        crops_per_image=128,
+        batch_size=32,
+        steps=2000,
+        warmup_steps=100,
+        val_every=250,
+        checkpoint_every=250,
+        workers=2,
     ),
     # GPU, the seed's scale: large batches, thousands of steps, bigger crops.
     "full": dict(
@@ -139,6 +153,29 @@ ADDED_FIELDS: dict[str, object] = {
 def upgrade_config(saved: dict) -> dict:
     """A checkpoint's training config with the fields added since it was written filled in."""
     return {**ADDED_FIELDS, **saved}
+
+
+# Model constructor arguments per preset, over the classes' defaults (srlib.models.MODELS keys).
+# UNetUpscaler's defaults are the CPU's shallow UNet; on a GPU the deep one (16 ResBlocks at LR
+# resolution) costs little time and gains quality (README, "Quality per FLOP").
+PRESET_MODEL_ARGS: dict[str, dict[str, dict]] = {
+    "gpu": {"unet": dict(refine_blocks=16)},
+    "full": {"unet": dict(refine_blocks=16)},
+}
+
+
+def model_args(preset_name: str, model: str | type) -> dict:
+    """Constructor arguments of `model` (a MODELS key or class) under a preset; {}: defaults."""
+    from srlib.models import MODELS
+
+    if isinstance(model, type):
+        model = next((k for k, cls in MODELS.items() if cls is model), "")
+    return dict(PRESET_MODEL_ARGS.get(preset_name, {}).get(model, {}))
+
+
+def default_preset() -> str:
+    """The preset for this machine: "gpu" where CUDA is available, else "quick" (a CPU)."""
+    return "gpu" if torch.cuda.is_available() else "quick"
 
 
 def preset(preset_name: str, /, **overrides) -> TrainConfig:
@@ -223,13 +260,14 @@ def cpu_has_bf16() -> bool:
 def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
     """bf16 autocast for the training forward: on CUDA with `amp`; on a CPU with `cpu_bf16`.
 
-    On the CPU only where bf16 is native: emulated bf16 is slower than float32, so a CPU
-    without it trains in float32 and says so (a warning), rather than silently slowly.
+    Only where bf16 is native: on GPUs from Ampere on (a T4 or V100 would emulate it, slower
+    than float32) and on CPUs with AVX512-BF16 or AMX. Elsewhere training runs in float32; a
+    CPU asked for bf16 says so (a warning), rather than training silently slowly.
     """
     if not cfg.amp:
         return False
     if device.type == "cuda":
-        return True
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu" or not cfg.cpu_bf16:
         return False
     if not cpu_has_bf16():

@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
     import torch.distributed as dist
 
     from srlib import data, models
-    from srlib.train import fit, loss_for, seed_everything
+    from srlib.train import fit, loss_for, model_args, seed_everything
 
     main_process = rank == 0
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -127,7 +127,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
                 val_src, crops_per_image=VAL_CROPS_PER_IMAGE, train=False, **crop_args
             )
         seed_everything(cfg.seed)  # the same initial weights for the same config
-        model = getattr(models, TRAIN_MODELS[args.model])(scale=cfg.scale)
+        sizes = model_args(args.preset, args.model)  # the preset's UNet size (gpu, full: deep)
+        model = getattr(models, TRAIN_MODELS[args.model])(scale=cfg.scale, **sizes)
         loss_fn = loss_for(cfg)
     except ValueError as e:  # patch size vs scale, no usable image, a scale the models lack
         raise CliError(_one_line(e)) from e
@@ -193,8 +194,10 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig: the preset, then the TrainConfig flags given, then --out."""
-    from srlib.train import TrainConfig, preset
+    from srlib.train import TrainConfig, default_preset, preset
 
+    if args.preset is None:  # "gpu" where CUDA is available, else "quick"
+        args.preset = default_preset()
     given = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainConfig)
@@ -367,9 +370,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--preset",
         choices=list(PRESETS),
-        default="quick",
+        default=None,
         help="starting config (srlib.train.PRESETS): smoke seconds, quick a 2-core CPU in "
-        "minutes, full a GPU; the flags below override it (default %(default)s)",
+        "minutes, gpu one GPU in minutes (the deep UNet), full a GPU at the original project's "
+        "scale; the flags below override it (default: gpu where CUDA is available, else quick)",
     )
     train.add_argument(
         "--model",

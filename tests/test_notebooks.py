@@ -42,8 +42,8 @@ def test_notebooks_match_their_generator_and_each_other(tmp_path):
         [src for kind, src in _sources(ROOT / name) if kind == "code"]
         for name in ("upscale_unet.ipynb", "upscale_resnet.ipynb")
     )
-    assert len(unet) == len(resnet) and unet[0] != resnet[0]
-    assert unet[1:] == resnet[1:]  # only the first code cell differs
+    assert len(unet) == len(resnet) and unet[1] != resnet[1]
+    assert unet[:1] + unet[2:] == resnet[:1] + resnet[2:]  # only the configuration cell differs
 
 
 def _committed_outputs() -> dict[Path, float]:
@@ -183,3 +183,75 @@ def test_notebook_runs_on_downloaded_photos(name, tmp_path, monkeypatch, this_py
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "8 downloaded photos" in text and "held out:   File_" in text
     assert re.search(r"beats? bicubic", text)  # every notebook ends with verdicts against bicubic
+
+
+def _code_cells(name: str) -> list[str]:
+    return [src for kind, src in _sources(ROOT / name) if kind == "code"]
+
+
+NOTEBOOKS = ["upscale_unet.ipynb", "upscale_resnet.ipynb", "upscale_realworld.ipynb"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_colab_cell_does_nothing_outside_colab(name, monkeypatch, tmp_path):
+    """The first cell installs srlib in Colab only; here (no google.colab) it runs nothing."""
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(os, "chdir", lambda path: calls.append(("chdir", path)))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(_code_cells(name)[0], {})
+    assert calls == []
+
+
+def test_colab_cell_clones_installs_and_enters_the_repository(monkeypatch, tmp_path):
+    import types
+
+    from srlib.hub import GITHUB_REPO
+
+    calls = []
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        if cmd[0] == "git":  # the clone makes the folder, with the repository's marker file
+            (tmp_path / "srlib").mkdir()
+            (tmp_path / "srlib" / "pyproject.toml").write_text("")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.chdir(tmp_path)
+    cell = _code_cells("upscale_unet.ipynb")[0]
+    exec(cell, {})
+    assert calls == [
+        ["git", "clone", "--depth", "1", f"https://github.com/{GITHUB_REPO}"],
+        [sys.executable, "-m", "pip", "install", "-q", "-e", "srlib"],
+    ]
+    assert Path.cwd() == tmp_path / "srlib"
+    exec(cell, {})  # run again (or after a runtime restart in the folder): nothing more to do
+    assert len(calls) == 2 and Path.cwd() == tmp_path / "srlib"
+    monkeypatch.chdir(tmp_path)  # a new kernel starts in /content again: enter, no new clone
+    exec(cell, {})
+    assert len(calls) == 2 and Path.cwd() == tmp_path / "srlib"
+    # Every notebook has the same cell and a badge that opens it in Colab.
+    for name in NOTEBOOKS:
+        assert _code_cells(name)[0] == cell
+        badge = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/{name}"
+        assert badge in _sources(ROOT / name)[0][1]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_pick_the_gpu_preset_when_cuda_is_available(name, monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("SRLIB_PRESET", raising=False)
+    monkeypatch.setenv("SRLIB_OUT_DIR", str(tmp_path / "runs"))
+    config = _code_cells(name)[1]
+    namespace: dict = {}
+    exec(config, namespace)
+    assert namespace["PRESET"] == "gpu" and namespace["cfg"].batch_size == 32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    exec(config, namespace)
+    assert namespace["PRESET"] == "quick"
+    monkeypatch.setenv("SRLIB_PRESET", "smoke")  # the environment still decides when set
+    exec(config, namespace)
+    assert namespace["PRESET"] == "smoke"

@@ -638,7 +638,11 @@ def test_cpu_bf16_autocast_only_where_asked_and_native(monkeypatch):
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not use_autocast(TrainConfig(), cpu)  # off by default on the CPU
+    # On GPUs with native bf16 (Ampere on) with amp; a T4 (7.5) would emulate it: float32.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert use_autocast(TrainConfig(), cuda) and not use_autocast(TrainConfig(amp=False), cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert not use_autocast(TrainConfig(), cuda)
     monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: True)
     assert use_autocast(TrainConfig(cpu_bf16=True), cpu)
     assert not use_autocast(TrainConfig(cpu_bf16=True, amp=False), cpu)
@@ -670,3 +674,22 @@ def test_cpu_bf16_run_trains_in_bf16_keeps_float32_weights_and_resumes_exactly(
         fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 18), None, run, progress=False)
     resumed = fit(tiny_model(), PixelLoss("l1"), pairs(), None, run, progress=False)
     assert resumed["train"]["total"] == whole["train"]["total"]
+
+
+def test_the_preset_follows_the_machine_and_sets_the_unet_size(monkeypatch):
+    """CUDA available -> the "gpu" preset and its deep UNet; a CPU -> "quick" and the default."""
+    from srlib.models import UNetUpscaler
+    from srlib.train import default_preset, model_args, preset
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_preset() == "gpu"
+    gpu = UNetUpscaler(**model_args("gpu", "unet"))
+    assert gpu.config["refine_blocks"] == 16 and preset("gpu").batch_size == 32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_preset() == "quick" and model_args("quick", "unet") == {}
+    assert UNetUpscaler(**model_args("quick", "unet")).config == UNetUpscaler().config
+    assert model_args("gpu", "resnet") == {}  # the ResNet-UNet is the same everywhere
+    assert model_args("gpu", UNetUpscaler) == model_args("gpu", "unet")  # by class too
+    args = model_args("gpu", "unet")
+    args["refine_blocks"] = 1  # a copy: the table itself is not changed
+    assert model_args("gpu", "unet")["refine_blocks"] == 16

@@ -1,6 +1,6 @@
 """Write the notebooks from one set of templates, so they differ only where their models differ.
 
-upscale_unet.ipynb and upscale_resnet.ipynb differ in their first code cell only;
+upscale_unet.ipynb and upscale_resnet.ipynb differ in their configuration cell only;
 upscale_realworld.ipynb (realistic degradations and a GAN) has cells of its own and reuses theirs
 where it can.
 
@@ -16,6 +16,28 @@ import sys
 from pathlib import Path
 
 import nbformat as nbf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from srlib.hub import GITHUB_REPO  # noqa: E402  (the one place the repository's address lives)
+
+
+def badge(file: str) -> str:
+    """The "Open in Colab" badge of a notebook of the repository."""
+    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/{file}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+# The first code cell of every notebook: in Colab, fetch srlib (with the checkpoints it ships)
+# and run from its folder; anywhere else nothing happens (run the notebook from the repository).
+COLAB = f"""import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and not os.path.isfile("pyproject.toml"):
+    if not os.path.isdir("srlib"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{GITHUB_REPO}"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "srlib"], check=True)
+    os.chdir("srlib")  # checkpoints/, runs/ and images/ are relative to the repository"""
 
 KINDS = {
     "unet": dict(
@@ -64,11 +86,12 @@ INTRO_COMMON = (
     "features after 3 and 6 children + 0.01 L1), then compare both with classic upscales and "
     "with the other notebook's model on photos none of them saw.\n\n"
     "Everything shared with the other notebook comes from `srlib/`, and every code cell except "
-    "the first is the same in both notebooks (`tools/make_notebooks.py` writes them; a test "
-    "checks it). Run it top to bottom (about 5 minutes on a 2-core CPU with the default "
-    "`quick` preset), or headless: `jupyter execute {file}`. Set `SRLIB_PRESET=full` on a "
-    "GPU. The stop button ends training cleanly: a checkpoint is written, the run resumes "
-    "when the cell runs again, and the later cells use the model as it is."
+    "the configuration is the same in both notebooks (`tools/make_notebooks.py` writes them; a "
+    "test checks it). Run it top to bottom (at most 10 minutes on a 2-core CPU without "
+    "AVX-512, with the default `quick` preset), or headless: `jupyter execute {file}`. On a "
+    "GPU (Colab: the badge above) the `gpu` preset is picked by itself. The stop button ends "
+    "training cleanly: a checkpoint is written, the run resumes when the cell runs again, and "
+    "the later cells use the model as it is."
 )
 
 CONFIG = """import os
@@ -81,13 +104,15 @@ import matplotlib.pyplot as plt
 from srlib import data, infer, metrics, plots, resize
 from srlib.losses import make_loss
 {model_import}
-from srlib.train import fit, load_model, preset, restore_best, run_or_shipped, seed_everything
+from srlib.train import (default_preset, fit, load_model, model_args, preset, restore_best,
+                         run_or_shipped, seed_everything)
 
 # Everything that differs between the two notebooks is in this cell.
 {names}
 
-# "quick": CPU, about 5 minutes; "full": GPU, the seed's scale; "smoke": seconds (tests).
-PRESET = os.environ.get("SRLIB_PRESET", "quick")
+# "quick": a CPU, each notebook in at most 10 minutes; "gpu": one GPU (Colab), about 15 minutes,
+# picked when CUDA is available; "full": a GPU, the seed's scale; "smoke": seconds (tests).
+PRESET = os.environ.get("SRLIB_PRESET") or default_preset()
 # Photos: data/valued (downloaded Commons photos, see README) or any folder with an images/
 # subfolder; the embedded photos when it has none.
 DATA_DIR = os.environ.get("SRLIB_DATA", "data/valued")
@@ -128,7 +153,8 @@ print(f"lq for training and figures: {resize.degrade_label(cfg.downscale)} downs
 plots.preview_pairs(train_set, title="training pairs: random crops of random size, rescaled");"""
 DATA = SPLIT + "\n\n" + DATA_SETS  # the realistic notebook has its own sets, the same split
 
-MODEL = """make_model = partial(Model, scale=cfg.scale)
+MODEL = """# The preset's size of the model: on a GPU the deep UNet (srlib.train.PRESET_MODEL_ARGS).
+make_model = partial(Model, scale=cfg.scale, **model_args(PRESET, Model))
 model = make_model()
 trainable, total = model.num_params(), model.num_params(trainable_only=False)
 print(f"{Model.__name__} x{cfg.scale}: {trainable:,} trainable parameters, "
@@ -277,8 +303,9 @@ REAL_INTRO = (
     "the held-out photos under each condition of `srlib.metrics.CONDITIONS` (clean, JPEG at "
     "quality 90 to 30, Gaussian noise).\n\n"
     "Everything shared comes from `srlib/`; `tools/make_notebooks.py` writes this notebook "
-    "with the other two. Run it top to bottom (about 5 minutes on a 2-core CPU with the "
-    "default `quick` preset), or headless: `jupyter execute upscale_realworld.ipynb`. Nothing "
+    "with the other two. Run it top to bottom (at most 10 minutes on a 2-core CPU without "
+    "AVX-512, with the default `quick` preset; on a GPU the `gpu` preset is picked by itself), "
+    "or headless: `jupyter execute upscale_realworld.ipynb`. Nothing "
     "here needs ImageNet weights. `benchmarks/realworld.py` makes the same table on Set5 and "
     "Set14."
 )
@@ -294,15 +321,17 @@ from PIL import Image
 from srlib import data, degrade, infer, metrics, plots, resize
 from srlib.io import save_image
 from srlib.models import UNetUpscaler as Model  # the UNet notebook's model, default arguments
-from srlib.train import fit, load_model, loss_for, preset, restore_best, run_or_shipped, seed_everything
+from srlib.train import (default_preset, fit, load_model, loss_for, model_args, preset,
+                         restore_best, run_or_shipped, seed_everything)
 
 # runs/<KIND>*, checkpoints/<SHIPPED>*. CLEAN_*: the UNet notebook's model, trained on clean lq
 # only (its runs/<kind>_l1, else checkpoints/<shipped>_x2.pt), compared at the end.
 KIND, LABEL, SHIPPED = "real", "UNet", "unet_real"
 CLEAN_KIND, CLEAN_SHIPPED = "unet", "unet"
 
-# "quick": CPU, about 5 minutes; "full": GPU, the seed's scale; "smoke": seconds (tests).
-PRESET = os.environ.get("SRLIB_PRESET", "quick")
+# "quick": a CPU, each notebook in at most 10 minutes; "gpu": one GPU (Colab), about 15 minutes,
+# picked when CUDA is available; "full": a GPU, the seed's scale; "smoke": seconds (tests).
+PRESET = os.environ.get("SRLIB_PRESET") or default_preset()
 # Photos: data/valued (downloaded Commons photos, see README) or any folder with an images/
 # subfolder; the embedded photos when it has none.
 DATA_DIR = os.environ.get("SRLIB_DATA", "data/valued")
@@ -318,7 +347,7 @@ cfg = preset(PRESET, name=KIND, scale=2, out_dir=os.environ.get("SRLIB_OUT_DIR",
 # The GAN fine-tune's discriminator and steps. "patch" costs ~1.3x a plain training step on a
 # CPU, "unet" (Real-ESRGAN's) ~6.7x: too slow for the quick preset, worth a try on a GPU.
 GAN_D = "patch"
-GAN_STEPS = {"smoke": 2, "quick": 400, "full": 2000}[PRESET]
+GAN_STEPS = {"smoke": 2, "quick": 400, "gpu": 1000, "full": 2000}[PRESET]
 FIGURES = Path(cfg.out_dir) / cfg.name / "figures"
 FIGURES.mkdir(parents=True, exist_ok=True)
 cfg"""
@@ -494,7 +523,9 @@ def build(kind: str) -> nbf.NotebookNode:
     k = KINDS[kind]
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
     cells = [
-        md(k["title"] + "\n\n" + k["intro"] + INTRO_COMMON.format(file=k["file"])),
+        md(k["title"] + "\n\n" + badge(k["file"]) + "\n\n" + k["intro"]
+           + INTRO_COMMON.format(file=k["file"])),  # fmt: skip
+        code(COLAB),
         md(
             "## Configuration\n\nOne typed `TrainConfig` (see `srlib/train.py`); presets fill it "
             "and any field can be overridden here. This is the only code cell that differs "
@@ -554,7 +585,8 @@ def build_realworld() -> nbf.NotebookNode:
     """upscale_realworld.ipynb: the UNet on realistic lq, its GAN fine-tune, degraded inputs."""
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
     cells = [
-        md(REAL_INTRO),
+        md(REAL_INTRO.replace("\n\n", "\n\n" + badge(REAL_FILE) + "\n\n", 1)),
+        code(COLAB),
         md(
             "## Configuration\n\nThe preset's `TrainConfig` with realistic degradations, and "
             "the GAN fine-tune's discriminator and steps."
@@ -572,7 +604,7 @@ def build_realworld() -> nbf.NotebookNode:
             "JPEG quality, so the model never sees the same damage twice."
         ),
         code(REAL_PREVIEW),
-        md("## Model\n\nThe UNet notebook's model with its default arguments, from scratch."),
+        md("## Model\n\nThe UNet notebook's model, the preset's size, from scratch."),
         code(MODEL),
         md(
             "## Training\n\nFirst L1 on realistic lq, for the preset's steps. Then a short GAN "
