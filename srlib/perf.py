@@ -47,6 +47,21 @@ def restrict_isa(isa: str | None) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+def configure_openmp() -> None:
+    """Make idle OpenMP threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE), if unset.
+
+    torch's libgomp lets a thread that waits at a barrier spin for a while first. On a machine
+    where another program keeps a core busy, the spinning threads take turns with the thread
+    that holds the work, and 2 threads trained at half the speed of 1 (README, "A busy
+    machine"). Called by `import srlib`, before torch loads (the variable is read then): a
+    value the user set is kept, `SRLIB_OPENMP=off` leaves the variable alone, and once torch
+    is loaded nothing changes.
+    """
+    if os.environ.get("SRLIB_OPENMP") == "off" or "torch" in sys.modules:
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def hardware_isa() -> str:
     """The best vector ISA this CPU has, whatever torch is allowed to use: AMX, AVX512-BF16, ..."""
     import torch

@@ -1,0 +1,109 @@
+"""Training speed on an idle and on a busy machine, per thread count and OpenMP wait policy.
+
+    python benchmarks/threads.py --isa avx2                 # the table in README
+    python benchmarks/threads.py --model "unet(refine_blocks=16)" --steps 20
+
+A busy machine is one where another process keeps one core at 100% (a pure-Python loop here,
+as a second training or a browser would). Each cell is a fresh process, because OpenMP reads
+OMP_WAIT_POLICY once, when torch loads: "default" is torch's libgomp as it comes (idle threads
+spin for a while before they sleep), "PASSIVE" makes them sleep at once, "srlib" is whatever
+`import srlib` sets (srlib.perf.configure_openmp) and the threads srlib then picks. The number
+is training samples/s of `fit`'s step (forward, loss, backward, AdamW) on random tensors, the
+median over `--steps` steps after a warm-up, as in speed.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from srlib.perf import restrict_isa  # noqa: E402  (imports no torch)
+
+POLICIES = ("default", "PASSIVE", "srlib")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement: print {"samples_per_s", "threads"} as JSON."""
+    import srlib  # noqa: F401  (what a user's `import srlib` does before torch, policy "srlib")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch
+    from peers import build
+    from speed import samples_per_s
+
+    from srlib.losses import make_loss
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build(args.model, 2)
+    sps = samples_per_s(model, make_loss("l1"), args.batch, args.patch, 2, args.steps)
+    print(json.dumps({"samples_per_s": sps, "threads": torch.get_num_threads()}))
+
+
+def measure(args: argparse.Namespace, policy: str, threads: int | None) -> dict:
+    """Run `child` in a fresh interpreter under one OpenMP wait policy and thread count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    if policy == "PASSIVE":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if policy != "srlib":  # the torch as it comes: srlib must not set its policy here
+        env["SRLIB_OPENMP"] = "off"
+    cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--steps", str(args.steps)]
+    cmd += ["--batch", str(args.batch), "--patch", str(args.patch)]
+    cmd += ["--threads", str(threads)] if threads else []
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="unet", help="model spec (speed.py's), default unet")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--patch", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    restrict_isa(args.isa)  # before torch loads; the children inherit it
+    if args._child:
+        return child(args)
+
+    from srlib.perf import machine_line
+
+    cores = os.cpu_count()
+    print(machine_line(cores), f"| model {args.model}, batch {args.batch}, gt {args.patch}px")
+    rows = []
+    for busy in (False, True):
+        load = None
+        if busy:  # another program keeps one core busy, wherever the scheduler puts it
+            load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(1.0)
+        try:
+            for policy in POLICIES:
+                for threads in (1, cores) if policy != "srlib" else (None,):
+                    r = measure(args, policy, threads)
+                    rows.append((busy, policy, r["threads"], r["samples_per_s"]))
+                    print(f"  {'busy' if busy else 'idle'} {policy:8s} {r['threads']} thread(s): "
+                          f"{r['samples_per_s']:.1f} samples/s", flush=True)  # fmt: skip
+        finally:
+            if load is not None:
+                load.kill()
+                load.wait()
+    print("\n| machine | OpenMP wait | threads | samples/s | vs 1 thread, same machine state |")
+    print("|---|---|---:|---:|---:|")
+    for busy, policy, threads, sps in rows:
+        one = next(s for b, p, t, s in rows if b == busy and p == "default" and t == 1)
+        print(f"| {'one core busy' if busy else 'idle'} | {policy} | {threads} | {sps:.1f} | "
+              f"{sps / one:.2f}x |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
