@@ -362,7 +362,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             if model_factor != factor:
                 sr = _resize(sr, (round(img.width * factor), round(img.height * factor)))
             dst.parent.mkdir(parents=True, exist_ok=True)  # a mirrored subfolder
-            note = save_image(sr, dst, job.fmt)
+            note = save_image(sr, dst, job.fmt, png_compression=args.png_compression)
         except NotAnImageError:
             print(f"skip: {f}: not an image", file=sys.stderr)
             skipped += 1
@@ -557,6 +557,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="png",
         help="output format; auto keeps each input's (png/jpg/webp/tiff, else png); "
         "default %(default)s",
+    )
+    up.add_argument(
+        "--png-compression",
+        type=int,
+        choices=range(10),
+        default=1,
+        metavar="0-9",
+        help="zlib level of PNG outputs, all lossless: 1 (default) writes a 48 MP upscale ~6x "
+        "faster than 6 (PIL's own default) for a ~16%% larger file; 9 is the smallest",
     )
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

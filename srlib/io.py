@@ -280,12 +280,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
 
 
 def save_image(
-    img: Image.Image, path: str | os.PathLike, fmt: str = "png", quality: int = 95
+    img: Image.Image,
+    path: str | os.PathLike,
+    fmt: str = "png",
+    quality: int = 95,
+    png_compression: int | None = None,
 ) -> str | None:
     """Write `img` atomically as png/jpg/webp/tiff; returns a note if the format lost data.
 
     Keeps the ICC profile (where it fits the saved colour space), EXIF with its orientation
-    set to 1 (the pixels are upright already, see open_image) and the DPI.
+    set to 1 (the pixels are upright already, see open_image) and the DPI. `png_compression`
+    is zlib's level 0-9 (None: PIL's 6); PNG is lossless at every level, and level 1 wrote a
+    48 MP upscale ~6x faster than 6 for a 16% larger file (README, "How long things take").
     """
     if fmt.lower() not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -306,6 +312,10 @@ def save_image(
         kwargs["dpi"] = info["dpi"]
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
+    if fmt == "PNG" and png_compression is not None:
+        if not 0 <= png_compression <= 9:
+            raise ValueError(f"png_compression must be 0-9, got {png_compression}")
+        kwargs["compress_level"] = png_compression
     with atomic_write(path) as f:  # a killed run leaves no half-written output
         img.save(f, format=fmt, **kwargs)
     return note

@@ -106,7 +106,10 @@ class ResBlock(nn.Module):
             nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.res_scale * self.conv2(F.relu(self.conv1(x), inplace=True))
+        residual = self.conv2(F.relu(self.conv1(x), inplace=True))
+        if self.res_scale != 1.0:  # x 1.0 is exact but costs a pass over the features
+            residual = residual * self.res_scale
+        return x + residual
 
 
 # ----------------------------------------------------------------------------------------------

@@ -368,3 +368,16 @@ def test_precision_torch_cannot_do_is_a_clear_error(tmp_path, ckpt, capsys, monk
     err = capsys.readouterr().err
     assert err.startswith("error: --precision fp16: fp16 is not supported on cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_png_compression_flag(tmp_path, ckpt, capsys):
+    src = _photo(tmp_path / "a.png", 24, 30)
+    for level in ("0", "9"):
+        assert _up(ckpt, src, "-o", tmp_path / level, "--png-compression", level) == 0
+    sizes = [(tmp_path / level / "a_x2.png").stat().st_size for level in ("0", "9")]
+    assert sizes[0] > sizes[1]  # level 0 stores, 9 compresses most; both decode the same
+    pixels = [np.asarray(Image.open(tmp_path / lv / "a_x2.png")) for lv in ("0", "9")]
+    assert np.array_equal(*pixels)
+    capsys.readouterr()
+    assert _up(ckpt, src, "-o", tmp_path / "x", "--png-compression", "10") == 2
+    assert "--png-compression" in capsys.readouterr().err

@@ -365,3 +365,22 @@ def test_conversions_of_in_memory_images() -> None:
     assert (to_rgb_array(key) == 255).all()
     la = Image.fromarray(np.dstack([np.full((2, 2), 10, np.uint8), np.full((2, 2), 255, np.uint8)]))
     assert la.mode == "LA" and is_gray(la) and (to_tensor(la) * 255).round().eq(10).all()
+
+
+def test_png_compression_levels_are_lossless_and_trade_size(tmp_path):
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (16, 16, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    img = Image.fromarray(
+        np.clip(smooth + rng.integers(0, 3, smooth.shape), 0, 255).astype(np.uint8)
+    )
+    sizes = {}
+    for level in (0, 1, 9, None):
+        path = tmp_path / f"l{level}.png"
+        save_image(img, path, png_compression=level)
+        with Image.open(path) as back:
+            assert np.array_equal(np.asarray(back), np.asarray(img))  # lossless at every level
+        sizes[level] = path.stat().st_size
+    assert sizes[0] > sizes[1] > sizes[9] and sizes[None] <= sizes[1]
+    with pytest.raises(ValueError, match="0-9"):
+        save_image(img, tmp_path / "bad.png", png_compression=10)
+    save_image(img, tmp_path / "a.jpg", "jpg", png_compression=1)  # ignored for other formats
