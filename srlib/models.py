@@ -430,11 +430,13 @@ class Upscaler(nn.Module):
 class UNetUpscaler(Upscaler):
     """Plain UNet upscaler trained from scratch.
 
-    The defaults make it deep and thin at full LR resolution: 32 channels, the encoder's double
-    conv, the last decoder block and 16 refine ResBlocks there (each starting as the identity),
-    with two cheap levels below (32 and 64 channels, stride 4) for context. At equal training
-    time (600 s on one core) depth at full resolution beat width there and the older, wider
-    UNets (README, "Quality per CPU-minute"; `build_model` still rebuilds older checkpoints).
+    At full LR resolution 32 channels: the encoder's double conv, the last decoder block (a
+    fuse conv and a ResBlock) and `refine_blocks` more ResBlocks (each starting as the
+    identity), with two cheap levels below (32 and 64 channels, stride 4) for context. The
+    default, no refine blocks, is the CPU's: 35 k FLOPs per output pixel, each notebook in at
+    most 10 minutes on 2 AVX2 cores and a 12 MP photo x2 in the CLI's 30 s budget. 16 refine
+    blocks (182 k FLOPs) is the GPU presets' (srlib.train.PRESET_MODEL_ARGS): at equal steps it
+    gains ~0.3 dB on Set5 (README, "Quality per FLOP"); `build_model` rebuilds either.
 
     Args:
         scale: upscaling factor, 2, 3 or 4.
@@ -451,14 +453,15 @@ class UNetUpscaler(Upscaler):
         scale: int = 2,
         encoder_channels: Sequence[int] = (32, 32, 64),
         decoder_channels: Sequence[int] = (32, 32),
-        refine_blocks: int = 16,
+        refine_blocks: int = 0,
         head_channels: int = 0,
         base: str = "bicubic",
     ):
         config = constructor_config(UNetUpscaler, locals())  # first: the arguments as passed
         encoder = UNetEncoder(encoder_channels)
-        # zero_init: 17 ResBlocks at full resolution start as the identity, so the deep stack
-        # trains like a shallow net at first instead of summing 17 random residuals.
+        # zero_init: the ResBlocks at full resolution start as the identity, so a deep stack
+        # (16 refine blocks on a GPU) trains like a shallow net at first instead of summing 17
+        # random residuals.
         super().__init__(
             encoder, decoder_channels, scale, head_channels, base, refine_blocks, zero_init=True
         )

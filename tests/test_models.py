@@ -164,7 +164,7 @@ def test_config_is_the_constructor_arguments():
     }  # fmt: skip
     assert UNetUpscaler().config == {
         "arch": "UNetUpscaler", "scale": 2, "encoder_channels": [32, 32, 64],
-        "decoder_channels": [32, 32], "refine_blocks": 16, "head_channels": 0, "base": "bicubic",
+        "decoder_channels": [32, 32], "refine_blocks": 0, "head_channels": 0, "base": "bicubic",
     }  # fmt: skip
     # pretrained and download are not stored: rebuilding never downloads.
     assert tiny_resnet(4, download=False, feature_scale=0.2).config == {
