@@ -11,7 +11,7 @@ pass (up to float rounding, ~1e-6):
 The default overlap is measured per architecture (`receptive_field`): the farthest input
 row/column with a non-zero gradient for one output row, on a randomly initialised copy,
 rounded up to a multiple of the stride. Default models (x2): UNetUpscaler (stride 4) has a
-radius of 24 LR px -> overlap 24 (56 with the 16 refine blocks of the GPU presets),
+radius of 28 LR px -> overlap 28 (56 with the 16 refine blocks of the GPU presets),
 ResNetUNetUpscaler (stride 8) 78 px -> overlap 80.
 Memory is set by the tile, not the image: one tile at a time goes through the model and
 is written into a preallocated uint8/uint16 array (float32 only for `upscale_tensor` and

@@ -163,8 +163,8 @@ def test_config_is_the_constructor_arguments():
         "decoder_channels": [8], "refine_blocks": 2, "head_channels": 4, "base": "bilinear",
     }  # fmt: skip
     assert UNetUpscaler().config == {
-        "arch": "UNetUpscaler", "scale": 2, "encoder_channels": [32, 32, 64],
-        "decoder_channels": [32, 32], "refine_blocks": 0, "head_channels": 0, "base": "bicubic",
+        "arch": "UNetUpscaler", "scale": 2, "encoder_channels": [24, 32, 64],
+        "decoder_channels": [32, 24], "refine_blocks": 2, "head_channels": 0, "base": "bicubic",
     }  # fmt: skip
     # pretrained and download are not stored: rebuilding never downloads.
     assert tiny_resnet(4, download=False, feature_scale=0.2).config == {
