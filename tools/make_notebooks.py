@@ -523,8 +523,7 @@ def build(kind: str) -> nbf.NotebookNode:
     k = KINDS[kind]
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
     cells = [
-        md(k["title"] + "\n\n" + badge(k["file"]) + "\n\n" + k["intro"]
-           + INTRO_COMMON.format(file=k["file"])),  # fmt: skip
+        md(f"{k['title']}\n\n{badge(k['file'])}\n\n{k['intro']}{INTRO_COMMON.format(**k)}"),
         code(COLAB),
         md(
             "## Configuration\n\nOne typed `TrainConfig` (see `srlib/train.py`); presets fill it "
