@@ -402,7 +402,7 @@ def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a checkpoint holds: architecture, scale, parameters, config, metrics."""
-    from srlib.models import build_model
+    from srlib.models import build_model, check_model_config
     from srlib.train import load_checkpoint, nonfinite_tensors
 
     path = Path(args.checkpoint)
@@ -410,7 +410,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise CliError(f"checkpoint not found: {path}")
     try:
         ckpt = load_checkpoint(path)
-        model = build_model(ckpt["model_config"])
+        model = build_model(check_model_config(ckpt.get("model_config"), ckpt.get("model")))
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # truncated, not a torch file, not an srlib checkpoint
         raise CliError(

@@ -43,7 +43,7 @@ from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import NotAnImageError as NotAnImageError
 from srlib.io import open_image as open_image
 from srlib.io import save_image as save_image
-from srlib.models import Upscaler, build_model
+from srlib.models import Upscaler, build_model, check_model_config
 from srlib.train import cpu_has_bf16, load_checkpoint, save_checkpoint
 
 # LR core side. With the default models (all convolutions at LR resolution) 512 runs a 12 MP
@@ -484,7 +484,9 @@ def export_checkpoint(
     and RNG state. `srlib.train.load_model` reads it (load_state_dict casts back to fp32).
     """
     ckpt = load_checkpoint(src)
-    params = {name for name, _ in build_model(ckpt["model_config"]).named_parameters()}
+    config = check_model_config(ckpt.get("model_config"), ckpt.get("model"))
+    with torch.device("meta"):  # only the parameters' names are needed
+        params = {name for name, _ in build_model(config).named_parameters()}
     state = {
         k: v.half() if half and k in params and v.is_floating_point() else v
         for k, v in ckpt["model"].items()

@@ -41,6 +41,7 @@ from srlib.models import (
     UNetDiscriminator,
     Upscaler,
     build_model,
+    check_model_config,
     upgrade_model_config,
 )
 
@@ -322,14 +323,16 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, 
     """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint).
 
     A checkpoint whose weights hold NaN or inf (a diverged run) is refused with ValueError:
-    it would only ever produce black or garbage images.
+    it would only ever produce black or garbage images. So is one whose model_config does not
+    fit its weights (`check_model_config`), before any model is built from it.
     """
     ckpt = load_checkpoint(path, map_location=device)
+    config = check_model_config(ckpt.get("model_config"), ckpt.get("model"))
     bad = nonfinite_tensors(ckpt["model"])
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise ValueError(f"{path} holds NaN/inf weights ({shown}): it is from a diverged run")
-    model = build_model(ckpt["model_config"])
+    model = build_model(config)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -779,7 +782,11 @@ def _warm_start(model: Upscaler, path: str) -> None:
         weights, config = ckpt["model"], ckpt["model_config"]
     except Exception as e:  # truncated, not a torch file, not an srlib checkpoint
         raise ValueError(f"init_from {path}: not a readable srlib checkpoint ({e})") from e
-    if upgrade_model_config(config) != model.config:
+    try:
+        config = check_model_config(config, weights)
+    except ValueError as e:
+        raise ValueError(f"init_from {path}: {e}") from e
+    if config != model.config:
         raise ValueError(
             f"init_from {path} holds another model ({config}) than this run's ({model.config}): "
             "a warm start needs the same architecture and arguments"

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import srlib.data
+import srlib.models
 import srlib.train
 from srlib.__main__ import CliError, build_parser, main
 from srlib.degrade import DEGRADATIONS
@@ -384,3 +385,28 @@ def test_console_script_entry_point():
     (script,) = entry_points(group="console_scripts", name="srlib")
     assert script.value == "srlib.__main__:main"
     assert script.load() is main
+
+
+def test_init_from_a_checkpoint_whose_config_does_not_fit_its_weights_is_one_line(
+    tmp_path, photos, capsys, monkeypatch
+):
+    from srlib.models import UNetUpscaler
+    from tests.test_cli import crafted_checkpoint
+
+    blocks = []
+    init = srlib.models.ResBlock.__init__
+    monkeypatch.setattr(
+        srlib.models.ResBlock, "__init__", lambda s, *a, **k: blocks.append(1) or init(s, *a, **k)
+    )
+    huge = crafted_checkpoint(tmp_path / "huge.pt", refine_blocks=20000)
+    # This run's own model config over a tiny model's weights: load_state_dict would raise.
+    other = crafted_checkpoint(tmp_path / "other.pt", **UNetUpscaler(scale=2).config)
+    blocks.clear()
+    assert _train(photos, tmp_path / "run", "--init-from", huge) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"init_from {huge}: model_config refine_blocks=" in err
+    assert len(blocks) < 100  # this run's own model (17 blocks), nothing of the crafted one
+    assert _train(photos, tmp_path / "run", "--init-from", other) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert f"init_from {other}: model_config " in err and "checkpoint" in err
