@@ -51,6 +51,9 @@ from srlib.train import cpu_has_bf16, load_checkpoint, save_checkpoint
 # ~5% faster for ~0.3 GB more. See benchmarks/infer.py --sweep and README.
 DEFAULT_TILE = 512
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's own bomb limit (~89.5 MP) unless raised
+# The largest image one upscale may make: x4 of the largest input PIL allows by default
+# (~1.4 G pixels, 4.3 GB as 8-bit RGB), so `--outscale 9999` on a thumbnail is refused up front.
+DEFAULT_MAX_OUTPUT_PIXELS = 16 * DEFAULT_MAX_PIXELS
 
 
 # ----------------------------------------------------------------------------------------------

@@ -461,3 +461,49 @@ def test_weights_that_do_not_match_their_config_are_one_clear_error(tmp_path, ca
     state = {"w": torch.zeros(1).expand(3000, 3, 3, 3)}
     with pytest.raises(ValueError, match="claims shape"):
         check_model_config({"arch": "UNetUpscaler"}, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Sizes and numbers that cannot work are refused before any work
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--threads", "-1"], "--threads must be at least 1, got -1"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--tile", "0"], "--tile must be at least 1, got 0"),
+        (["--tile", "-5"], "--tile must be at least 1, got -5"),
+        (["--overlap", "-5"], "--overlap must be at least 0, got -5"),
+        (["--scale", "0"], "--scale must be at least 2, got 0"),
+        (["--max-output-pixels", "0"], "--max-output-pixels must be at least 1, got 0"),
+    ],
+)
+def test_upscale_numbers_that_cannot_work_exit_2(tmp_path, ckpt, capsys, flags, expected):
+    threads = torch.get_num_threads()
+    assert _up(ckpt, _photo(tmp_path / "a.png"), "-o", tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {expected}\n"
+    assert not (tmp_path / "out").exists() and torch.get_num_threads() == threads
+
+
+def test_an_output_too_large_is_refused_before_any_work(tmp_path, ckpt, capsys, monkeypatch):
+    src = _photo(tmp_path / "small.png", h=16, w=24)
+    with monkeypatch.context() as m:
+        m.setattr(cli, "_resize", None)  # any work would fail loudly
+        m.setattr("srlib.infer.upscale_image", None)
+        # Issue 24: x16384 planned for a 24x16 PNG (intermediates of 4.8, then 19 GB).
+        assert _up(ckpt, src, "-o", tmp_path / "out", "--outscale", "9999") == 1
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and "error: " in err
+        assert "x16384 of 24x16 would make 393216x262144 = 103,079,215,104 pixels" in err
+        assert "over --max-output-pixels 1,431,655,760" in err
+        assert "done: 0 written, 0 skipped, 1 failed" in out
+        assert list((tmp_path / "out").iterdir()) == []
+        # The bound is on the model's output, before an --outscale downscale: 24x16 x2.
+        flags = ("--outscale", "1.5", "--max-output-pixels", 1535)
+        assert _up(ckpt, src, "-o", tmp_path / "out", *flags) == 1
+        assert "x2 of 24x16 would make 48x32 = 1,536 pixels" in capsys.readouterr().err
+    flags = ("--outscale", "1.5", "--max-output-pixels", 1536)
+    assert _up(ckpt, src, "-o", tmp_path / "out", *flags) == 0
+    assert Image.open(tmp_path / "out" / "small_x1.5.png").size == (36, 24)
