@@ -32,8 +32,8 @@ from srlib.degrade import Realistic, check_degradation, training_lq
 
 # Decoding, scanning and writing live in srlib.io; re-exported here for existing callers.
 from srlib.io import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
-from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import (
+    ExtraFramesWarning,
     LostPrecisionWarning,
     atomic_write,
     fit_size,
@@ -42,6 +42,7 @@ from srlib.io import (
     save_image,
     to_rgb_array,
 )
+from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import find_images as find_images
 from srlib.resize import degrade as degrade  # lq for training: see srlib.resize
 
@@ -64,6 +65,7 @@ def load_image(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LostPrecisionWarning)  # 8-bit is all we keep anyway
+        warnings.simplefilter("ignore", ExtraFramesWarning)  # a first frame is a photo too
         rgb = to_rgb_array(open_image(path, max_pixels=max_pixels, draft_side=max_side))
     if max_side and max(rgb.shape[:2]) > max_side:
         w, h = fit_size((rgb.shape[1], rgb.shape[0]), max_side)
