@@ -184,8 +184,7 @@ class SRDataset(Dataset):
             self.refs.append(ref)
         if skipped:
             warnings.warn(
-                f"skipped {len(skipped)} of {len(sources)} images: " + ", ".join(skipped),
-                stacklevel=2,
+                f"skipped {len(skipped)} of {len(sources)} images: {some(skipped)}", stacklevel=2
             )
         if not self.refs:
             raise ValueError(f"no usable images among {len(sources)} sources")
@@ -240,6 +239,12 @@ class SRDataset(Dataset):
             if self.rotate:
                 patch = patch.rot90(int(rng.integers(4)), dims=(-2, -1))
         return patch
+
+
+def some(items: Sequence[str], shown: int = 5) -> str:
+    """The first `shown` items and how many more: one readable line for 10,000 skipped files."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more:,} more" if more > 0 else "")
 
 
 def crop_resize(img: np.ndarray, top: int, left: int, side: int, size: int) -> torch.Tensor:
@@ -463,7 +468,7 @@ def prepare_cache(
         errors = [_cache_one(p, d, max_side, max_pixels) for p, d in todo]
     failed = {p: e for p, e in zip(srcs, errors, strict=True) if e is not None}
     if failed:
-        details = ", ".join(f"{p.name} ({e})" for p, e in failed.items())
+        details = some([f"{p.name} ({e})" for p, e in failed.items()])
         warnings.warn(f"skipped {len(failed)} of {len(images)} images: {details}", stacklevel=2)
     return [d for p, d in jobs if p not in failed]
 
