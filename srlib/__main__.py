@@ -55,7 +55,12 @@ SUFFIX_FORMATS = {
 
 
 class CliError(Exception):
-    """A problem that stops a command before any file is tried: one stderr line, exit code 2."""
+    """A problem that stops a command before any file is tried: one stderr line, exit code 2.
+
+    `quiet`: exit 2 without the line (under torchrun rank 0 alone says it).
+    """
+
+    quiet = False
 
 
 def _one_line(e: BaseException) -> str:
@@ -644,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not e.quiet:
+            sys.stderr.write(f"error: {e}\n")  # one write: processes sharing a terminal
+            sys.stderr.flush()  # (torchrun) then never run two lines into one
         return 2
 
 

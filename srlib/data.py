@@ -171,14 +171,10 @@ class SRDataset(Dataset):
         self.refs: list[Path | np.ndarray] = []  # what _read() takes
         skipped: list[str] = []
         for src in sources:
-            name, ref = (src[0], src[1]) if isinstance(src, tuple) else (str(src), Path(src))
             try:
-                h, w, ref = _probe(ref, verify)
+                name, ref = _usable(src, size // 2, verify)
             except ImageLoadError as e:
-                skipped.append(f"{Path(name).name} ({e.reason})")
-                continue
-            if min(h, w) < size // 2:
-                skipped.append(f"{Path(name).name} (too small: {w}x{h} < {size // 2} px)")
+                skipped.append(f"{Path(_name_and_ref(src)[0]).name} ({e.reason})")
                 continue
             self.names.append(name)
             self.refs.append(ref)
@@ -256,6 +252,38 @@ def crop_resize(img: np.ndarray, top: int, left: int, side: int, size: int) -> t
     # uint8 + antialias has a fast path in torch (4x PIL's bicubic here) and matches PIL to 1 level
     out = F.interpolate(crop[None], size=(size, size), mode="bicubic", antialias=True)
     return out[0].contiguous()
+
+
+def _name_and_ref(src: Source) -> tuple[str, Path | np.ndarray]:
+    """(name, file or array) of a source."""
+    return (src[0], src[1]) if isinstance(src, tuple) else (str(src), Path(src))
+
+
+def _usable(src: Source, min_side: int, verify: bool) -> tuple[str, Path | np.ndarray]:
+    """(name, what _read takes) of a source with a short side >= min_side, else ImageLoadError."""
+    name, ref = _name_and_ref(src)
+    h, w, ref = _probe(ref, verify)
+    if min(h, w) < min_side:
+        raise ImageLoadError(name, f"too small: {w}x{h} < {min_side} px")
+    return name, ref
+
+
+def usable_sources(
+    sources: Sequence[Source], min_side: int, verify: bool = True
+) -> tuple[list[Source], list[str]]:
+    """(the sources an SRDataset of size 2 * min_side keeps, "name (why)" for the others).
+
+    Check the photos once before splitting them: a broken file drawn for validation then
+    leaves the others to validate on instead of leaving no validation set at all.
+    """
+    usable, skipped = [], []
+    for src in sources:
+        try:
+            _usable(src, min_side, verify)
+            usable.append(src)
+        except ImageLoadError as e:
+            skipped.append(f"{Path(_name_and_ref(src)[0]).name} ({e.reason})")
+    return usable, skipped
 
 
 def _probe(ref: Path | np.ndarray, verify: bool) -> tuple[int, int, Path | np.ndarray]:
@@ -341,12 +369,14 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from its torch seed; workers ignore SIGINT.
+    """Seed numpy and random in each worker from its torch seed; workers ignore SIGINT, SIGTERM.
 
-    Ctrl-C and Jupyter's stop button signal the whole process group. The main process turns
-    that into a clean stop (`srlib.train.fit`); a worker that died of it would crash the run.
+    Ctrl-C and Jupyter's stop button signal the whole process group, and so may a scheduler's
+    SIGTERM. The main process turns either into a clean stop (`srlib.train.fit`); a worker
+    that died of it would crash the run.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
