@@ -334,23 +334,30 @@ def _prepare_run_folder(
         check_writable(run_dir)  # makes it; before anything else is written or trained
     except RunWriteError as e:
         raise CliError(str(e)) from e
+    lock = run_dir / RUN_LOCK
+    made_lock = not lock.exists()
     held.enter_context(_run_lock(run_dir))
+    config = dataclasses.asdict(cfg)
+    last = run_dir / "last.pt"
+    try:
+        if args.overwrite:
+            resume = False  # start afresh; files that are not ours stay (RunLog, RUN_FILES)
+        elif last.is_file():
+            check_resume(last, config, model_config, record, args.new_phase)
+            resume = True
+        else:
+            _check_no_other_files(run_dir, config, model_config)
+            resume = True  # nothing to resume from: fit starts the run
+    except CliError:
+        if made_lock:  # refused: leave the folder as it was
+            lock.unlink(missing_ok=True)
+        raise
     stale = [p for p in run_dir.iterdir() if STALE_TEMP.fullmatch(p.name) and p.is_file()]
     for p in stale:  # a killed write's; the lock says no other training is writing here
         p.unlink(missing_ok=True)
     if stale:
         names = ", ".join(p.name for p in stale)
         print(f"run folder: removed {len(stale)} temp file(s) of an interrupted write ({names})")
-    config = dataclasses.asdict(cfg)
-    last = run_dir / "last.pt"
-    if args.overwrite:
-        resume = False  # start afresh; files that are not ours stay (RunLog, RUN_FILES)
-    elif last.is_file():
-        check_resume(last, config, model_config, record, args.new_phase)
-        resume = True
-    else:
-        _check_no_other_files(run_dir, config, model_config)
-        resume = True  # nothing to resume from: fit starts the run
     manifest = read_manifest(run_dir)
     manifest["run"] = {"config": run_definition(config), "model_config": model_config}
     write_manifest(run_dir, manifest)
@@ -387,7 +394,9 @@ def _check_no_other_files(run_dir: Path, config: dict, model_config: dict) -> No
                 f"--overwrite to start afresh in it"
             )
         return
-    others = sorted(p.name for p in run_dir.iterdir() if p.name != RUN_LOCK)
+    others = sorted(  # our lock, and temp files of our writes a kill left, do not count
+        p.name for p in run_dir.iterdir() if p.name != RUN_LOCK and not STALE_TEMP.fullmatch(p.name)
+    )
     if others:
         from srlib.data import some
 

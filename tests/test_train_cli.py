@@ -531,8 +531,7 @@ def test_out_holding_other_files_is_refused_unless_overwrite(tmp_path, photos, c
     err = _err_line(capsys)
     assert f"--out {out} holds files that are not this run's (best.pt, events.out" in err
     assert "--overwrite" in err
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in theirs} == theirs
-    assert not (out / "last.pt").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs  # nothing added either
     assert _train(photos, out, "--lr", "0", "--overwrite") == 3  # asked for: trains there
     assert (out / "best.pt").read_bytes() != theirs["best.pt"]
     assert (out / "events.out.tfevents.1.x").read_bytes() == b"t"  # another tool's: kept
@@ -579,6 +578,15 @@ def test_a_second_training_in_the_same_out_is_refused(tmp_path, photos, capsys):
         holder.kill()  # as a kill -9 would: the OS drops the lock
         holder.wait()
     assert _train(photos, out, "--lr", "0") == 3
+
+
+def test_a_run_killed_before_its_first_files_starts_again(tmp_path, photos, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".srlib-run.lock").touch()  # a kill during the write probe: only ours in the folder
+    (out / ".srlib-write-test.k1ll3d_x.tmp").touch()
+    assert _train(photos, out, "--lr", "0") == 3
+    assert not (out / ".srlib-write-test.k1ll3d_x.tmp").exists()
 
 
 def test_stale_temp_files_of_a_killed_write_are_removed_on_start(tmp_path, photos, capsys):
