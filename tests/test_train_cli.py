@@ -754,3 +754,28 @@ def test_a_matching_last_pt_without_optimizer_state_is_one_line_exit_2(tmp_path,
     assert _train(photos, out, "--lr", "0") == 2
     err = _err_line(capsys)
     assert "last.pt cannot be resumed: it has no optimizer, torch_rng (an exported" in err
+
+
+def test_a_run_folder_of_an_older_srlib_still_resumes(tmp_path, photos, capsys):
+    """No .srlib-run.json, a last.pt without a data record: resumed as before, data recorded."""
+    from srlib.train import save_checkpoint
+
+    validate = srlib.train.validate
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+
+        def interrupted_validate(*args, **kwargs):
+            m.setattr(srlib.train, "validate", validate)
+            signal.raise_signal(signal.SIGINT)
+            return validate(*args, **kwargs)
+
+        m.setattr(srlib.train, "validate", interrupted_validate)
+        assert _train(photos, out, "--lr", "0", "--steps", "6") == 130
+    ckpt = load_checkpoint(out / "last.pt")
+    del ckpt["data"]
+    save_checkpoint(out / "last.pt", **ckpt)
+    (out / ".srlib-run.json").unlink()
+    capsys.readouterr()
+    assert _train(photos, out, "--lr", "0", "--steps", "6") == 3
+    assert "resumed run from" in capsys.readouterr().out
+    assert set(load_checkpoint(out / "last.pt")["data"]["train"]) <= {f"p{i}.png" for i in range(4)}
