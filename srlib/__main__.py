@@ -54,7 +54,12 @@ SUFFIX_FORMATS = {
 
 
 class CliError(Exception):
-    """A problem that stops a command before any file is tried: one stderr line, exit code 2."""
+    """A problem that stops a command before any file is tried: one stderr line, exit code 2.
+
+    `quiet`: exit 2 without the line (under torchrun rank 0 alone says it).
+    """
+
+    quiet = False
 
 
 def _one_line(e: BaseException) -> str:
@@ -280,8 +285,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         save_image,
         upscale_image,
     )
+    from srlib.io import image_size
     from srlib.train import load_model, pick_device
 
+    check_upscale_args(args)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"-o {out_dir} is a file; -o takes the output folder")
@@ -289,7 +296,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         ckpt_path = find_checkpoint(args.checkpoint)
     except FileNotFoundError as e:
         raise CliError(str(e)) from e
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         device = pick_device(args.device)
@@ -345,6 +352,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         f, dst = job.src, job.dst
         t0 = time.perf_counter()
         try:
+            # The largest image made is the last model pass's output: bound it before any work.
+            w, h = image_size(f, max_pixels=args.max_pixels)  # the header only
+            if w * h * model_factor**2 > args.max_output_pixels:
+                raise ValueError(
+                    f"x{model_factor} of {w}x{h} would make {w * model_factor}x"
+                    f"{h * model_factor} = {w * h * model_factor**2:,} pixels, over "
+                    f"--max-output-pixels {args.max_output_pixels:,}; choose a smaller scale "
+                    "(or raise the limit if you have the memory)"
+                )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 img = open_image(f, max_pixels=args.max_pixels)
@@ -381,6 +397,24 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def check_upscale_args(args: argparse.Namespace) -> None:
+    """Refuse (CliError) upscale numbers that cannot work, before anything is loaded."""
+    problems = [
+        f"{flag} must be at least {low}, got {value}"
+        for flag, value, low in (
+            ("--threads", args.threads, 1),
+            ("--tile", args.tile, 1),
+            ("--overlap", args.overlap, 0),
+            ("--scale", args.scale, 2),
+            ("--max-pixels", args.max_pixels, 1),
+            ("--max-output-pixels", args.max_output_pixels, 1),
+        )
+        if value is not None and value < low
+    ]
+    if problems:
+        raise CliError("; ".join(problems))
+
+
 def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Lanczos resize (PIL image) to the --outscale size, keeping 16 bits and the metadata."""
     import numpy as np
@@ -397,7 +431,7 @@ def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a checkpoint holds: architecture, scale, parameters, config, metrics."""
-    from srlib.models import build_model
+    from srlib.models import build_model, check_model_config
     from srlib.train import load_checkpoint, nonfinite_tensors
 
     path = Path(args.checkpoint)
@@ -405,7 +439,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise CliError(f"checkpoint not found: {path}")
     try:
         ckpt = load_checkpoint(path)
-        model = build_model(ckpt["model_config"])
+        model = build_model(check_model_config(ckpt.get("model_config"), ckpt.get("model")))
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # truncated, not a torch file, not an srlib checkpoint
         raise CliError(
@@ -502,7 +536,13 @@ def _export_onnx(src: Path, dst: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for `python -m srlib`."""
-    from srlib.infer import DEFAULT_MAX_PIXELS, DEFAULT_TILE, FORMATS, PRECISIONS
+    from srlib.infer import (
+        DEFAULT_MAX_OUTPUT_PIXELS,
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_TILE,
+        FORMATS,
+        PRECISIONS,
+    )
 
     # `srlib` when run as the installed console script, else `python -m srlib`.
     prog = "srlib" if Path(sys.argv[0]).name == "srlib" else "python -m srlib"
@@ -548,6 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_PIXELS,
         help="refuse inputs with more pixels (decompression-bomb guard; default %(default)s)",
+    )
+    up.add_argument(
+        "--max-output-pixels",
+        type=int,
+        default=DEFAULT_MAX_OUTPUT_PIXELS,
+        help="refuse a file whose upscale (before an --outscale downscale) would have more "
+        "pixels, before any work (default %(default)s: x4 of the largest default input)",
     )
     up.add_argument(
         "--ext",
@@ -606,7 +653,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not e.quiet:
+            sys.stderr.write(f"error: {e}\n")  # one write: processes sharing a terminal
+            sys.stderr.flush()  # (torchrun) then never run two lines into one
         return 2
 
 

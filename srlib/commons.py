@@ -22,6 +22,7 @@ import dataclasses
 import email.utils
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -74,6 +75,9 @@ DEFAULT_OUT = Path("data/valued/images")
 DEFAULT_MIMES = ("image/jpeg", "image/png")
 DEFAULT_FORMATS = ("jpeg", "png")
 DEFAULT_MAX_BYTES = 256 * 2**20
+# Seconds one file may take, all attempts together: `timeout` bounds each socket read only, and
+# a server dripping a byte a second never trips it. What arrived stays in the partial file.
+DEFAULT_DEADLINE = 600.0
 COLUMNS = (
     "title",
     "url",
@@ -89,6 +93,7 @@ COLUMNS = (
 )
 BATCH = 50  # titles per API request: the limit for clients without the apihighlimits right
 CHUNK = 64 * 1024
+SNIFF_BYTES = 16  # what _sniff and _looks_like_page need to tell an image from an error page
 MAX_NAME_BYTES = 200  # most file systems allow 255 bytes; leave room for ".<name>.partial"
 MAX_RETRY_AFTER = 600.0  # a server asking for a longer pause than this makes us give up instead
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -651,6 +656,10 @@ class _Fail(Exception):
         self.retry_after, self.status = retry_after, status
 
 
+class _OutOfTime(_Fail):
+    """The file's deadline passed: no further attempt, and the partial file stays."""
+
+
 @dataclass
 class _Ctx:
     http: _Http
@@ -659,6 +668,7 @@ class _Ctx:
     formats: tuple[str, ...]
     retries: int
     on_bytes: Callable[[int], None]
+    deadline: float | None = DEFAULT_DEADLINE  # seconds per file, all attempts (None: none)
 
 
 def _sniff(head: bytes) -> str | None:
@@ -724,6 +734,9 @@ def _verify(path: Path, item: Item, ctx: _Ctx) -> _Fail | None:
         return _Fail(f"not an image (starts with {head[:8]!r})")
     if fmt not in ctx.formats:
         return _Fail(f"{fmt} is not an allowed format ({', '.join(ctx.formats)})")
+    suffix = Path(item.title).suffix.lower()
+    if _EXT_FORMAT.get(suffix, fmt) != fmt:  # what opens it by its name would be misled
+        return _Fail(f"{fmt} data under a {suffix} name", permanent=True)
     if item.sha1 and _sha1(path) != item.sha1:
         return _Fail("SHA-1 mismatch")
     try:
@@ -746,7 +759,8 @@ def _open_partial(path: Path, append: bool):
     """Open the partial file for writing without following a symlink planted under its name."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    return os.fdopen(os.open(path, flags, 0o644), "ab" if append else "wb")
+    # Unbuffered: every chunk is the OS's at once, so even a SIGKILL keeps what arrived.
+    return os.fdopen(os.open(path, flags, 0o644), "ab" if append else "wb", buffering=0)
 
 
 def _content_range_start(value: str | None) -> int | None:
@@ -765,9 +779,14 @@ def _content_length(value: str | None) -> int | None:
     return int(value)
 
 
-def _transfer(item: Item, partial: Path, ctx: _Ctx) -> None:
-    """One GET of item.url into `partial`, continuing it with a Range request when it exists."""
+def _transfer(item: Item, partial: Path, ctx: _Ctx, deadline: float = math.inf) -> None:
+    """One GET of item.url into `partial`, continuing it with a Range request when it exists.
+
+    `deadline` (time.monotonic()) ends it with _OutOfTime, keeping what arrived in `partial`.
+    """
     have = _size(partial)
+    if time.monotonic() > deadline:
+        raise _OutOfTime(f"over the deadline of {ctx.deadline:g} s per file")
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
         resp = ctx.http.open(item.url, headers)
@@ -794,15 +813,23 @@ def _transfer(item: Item, partial: Path, ctx: _Ctx) -> None:
             have = 0  # 200: the server ignored the Range, so the body is the whole file
         if length is not None and have + length > ctx.max_bytes:
             raise _Fail(f"{have + length} bytes is over --max-bytes {ctx.max_bytes}", True)
-        got, out = 0, None
+        got, out, start = 0, None, b""
         try:
             while True:
                 if ctx.http.stop.is_set():
                     raise _Interrupted
+                if time.monotonic() > deadline:
+                    raise _OutOfTime(f"over the deadline of {ctx.deadline:g} s per file")
                 try:
-                    chunk = resp.read(CHUNK)
+                    # read1: what has arrived (up to CHUNK), not a wait for a full CHUNK, so a
+                    # slow server's bytes reach the partial file as they come.
+                    chunk = resp.read1(CHUNK)
                 except (OSError, HTTPException) as e:
                     raise _Fail(_describe(e)) from None
+                if out is None and have == 0 and chunk and len(start + chunk) < SNIFF_BYTES:
+                    start += chunk  # too little yet to tell an image from an error page
+                    continue
+                chunk, start = start + chunk, b""
                 if not chunk:
                     break
                 if out is None:
@@ -844,12 +871,13 @@ def _fetch(item: Item, final: Path, ctx: _Ctx) -> str:
         _log(f"{final.name}: existing file fails verification ({problem.reason}); fetching again")
         os.replace(final, partial)
     stalled, last = 0, _Fail("no attempt made")
+    deadline = time.monotonic() + ctx.deadline if ctx.deadline else math.inf
     # Attempts that add bytes to the partial do not count against `retries` (a flaky line can
     # need many resumes for a large file), but the total number of attempts is still capped.
     for _ in range(4 * (ctx.retries + 1)):
         before = _size(partial)
         try:
-            _transfer(item, partial, ctx)
+            _transfer(item, partial, ctx, deadline)
             problem = _verify(partial, item, ctx)
             if problem is not None:
                 _unlink(partial)  # bad bytes: never resume from them
@@ -860,6 +888,9 @@ def _fetch(item: Item, final: Path, ctx: _Ctx) -> str:
             if fail.permanent:
                 _unlink(partial)
                 raise
+            if isinstance(fail, _OutOfTime):  # not permanent: the next run resumes
+                kept = f"{_size(partial)} of {item.size} bytes" if item.size else "what arrived"
+                raise _Fail(f"{fail.reason} ({kept} kept for the next run)") from None
             last = fail
             if _size(partial) <= before:
                 stalled += 1
@@ -872,6 +903,7 @@ def _fetch(item: Item, final: Path, ctx: _Ctx) -> str:
             delay = fail.retry_after
             if delay is None:
                 delay = ctx.http.backoff(max(0, stalled - 1))
+            delay = min(delay, max(0.0, deadline - time.monotonic()))  # then _OutOfTime
             if fail.status in (429, 503):
                 ctx.http.pause(delay)  # rate limits apply to the whole client, not one worker
             else:
@@ -1020,9 +1052,16 @@ def download(
     formats: str | Sequence[str] = DEFAULT_FORMATS,
     failures: str | os.PathLike | None = None,
     progress: bool | None = None,
+    deadline: float | None = DEFAULT_DEADLINE,
 ) -> Summary:
-    """Download a list (path or Items) into `out`, resuming and verifying; see the module doc."""
+    """Download a list (path or Items) into `out`, resuming and verifying; see the module doc.
+
+    `timeout` bounds each request's connect and socket reads; `deadline` (None: none) each
+    file, all its attempts together: a file still unfinished then fails, its partial kept.
+    """
     formats = _check_formats(formats)  # before anything is read or created
+    if deadline is not None and not 0 < deadline < math.inf:
+        raise ValueError(f"deadline must be > 0 seconds (or None), got {deadline}")
     is_path = isinstance(source, (str, os.PathLike))
     items = parse_list(source) if is_path else [dataclasses.replace(i) for i in source]
     folder = Path(out)
@@ -1038,7 +1077,7 @@ def download(
         summary.failed.append((item.title, reason))
         failed.append(item)
 
-    ctx = _Ctx(http, max_bytes, max_pixels, formats, retries, on_bytes=lambda n: None)
+    ctx = _Ctx(http, max_bytes, max_pixels, formats, retries, lambda n: None, deadline)
     with _pil_pixel_limit(max_pixels), _folder_lock(folder):
         jobs = _plan(items, folder, ctx, api, summary, fail)
         known = [item.size for item, _ in jobs]
@@ -1119,7 +1158,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--contact", default=None, help="contact for the User-Agent (or env SRLIB_CONTACT)"
         )
-        p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s")
+        p.add_argument(
+            "--timeout", type=float, default=30.0, help="per-request connect/read timeout, s"
+        )
         p.add_argument("--retries", type=int, default=5, help="retries per request or file")
         p.add_argument("--base-delay", type=float, default=1.0, help="first backoff delay, s")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -1155,6 +1196,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="target folder")
     p.add_argument("--workers", type=int, default=4, help="parallel downloads")
     p.add_argument("--max-delay", type=float, default=60.0, help="longest backoff delay, s")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help="longest time for one file, all attempts, s; what arrived is kept to resume",
+    )
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest file, bytes")
     p.add_argument(
         "--max-pixels", type=int, default=None, help="largest width*height [PIL's limit]"
@@ -1212,6 +1259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             formats=args.formats,
             failures=args.failures,
             progress=progress,
+            deadline=args.deadline,
         )
         print(summary)
         return 0 if summary.ok else 1

@@ -32,8 +32,8 @@ from srlib.degrade import Realistic, check_degradation, training_lq
 
 # Decoding, scanning and writing live in srlib.io; re-exported here for existing callers.
 from srlib.io import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
-from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import (
+    ExtraFramesWarning,
     LostPrecisionWarning,
     atomic_write,
     fit_size,
@@ -42,6 +42,7 @@ from srlib.io import (
     save_image,
     to_rgb_array,
 )
+from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import find_images as find_images
 from srlib.resize import degrade as degrade  # lq for training: see srlib.resize
 
@@ -64,6 +65,7 @@ def load_image(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LostPrecisionWarning)  # 8-bit is all we keep anyway
+        warnings.simplefilter("ignore", ExtraFramesWarning)  # a first frame is a photo too
         rgb = to_rgb_array(open_image(path, max_pixels=max_pixels, draft_side=max_side))
     if max_side and max(rgb.shape[:2]) > max_side:
         w, h = fit_size((rgb.shape[1], rgb.shape[0]), max_side)
@@ -169,21 +171,16 @@ class SRDataset(Dataset):
         self.refs: list[Path | np.ndarray] = []  # what _read() takes
         skipped: list[str] = []
         for src in sources:
-            name, ref = (src[0], src[1]) if isinstance(src, tuple) else (str(src), Path(src))
             try:
-                h, w, ref = _probe(ref, verify)
+                name, ref = _usable(src, size // 2, verify)
             except ImageLoadError as e:
-                skipped.append(f"{Path(name).name} ({e.reason})")
-                continue
-            if min(h, w) < size // 2:
-                skipped.append(f"{Path(name).name} (too small: {w}x{h} < {size // 2} px)")
+                skipped.append(f"{Path(_name_and_ref(src)[0]).name} ({e.reason})")
                 continue
             self.names.append(name)
             self.refs.append(ref)
         if skipped:
             warnings.warn(
-                f"skipped {len(skipped)} of {len(sources)} images: " + ", ".join(skipped),
-                stacklevel=2,
+                f"skipped {len(skipped)} of {len(sources)} images: {some(skipped)}", stacklevel=2
             )
         if not self.refs:
             raise ValueError(f"no usable images among {len(sources)} sources")
@@ -240,6 +237,12 @@ class SRDataset(Dataset):
         return patch
 
 
+def some(items: Sequence[str], shown: int = 5) -> str:
+    """The first `shown` items and how many more: one readable line for 10,000 skipped files."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more:,} more" if more > 0 else "")
+
+
 def crop_resize(img: np.ndarray, top: int, left: int, side: int, size: int) -> torch.Tensor:
     """img[top:top+side, left:left+side] (H, W, 3) -> (3, size, size) uint8, bicubic antialiased."""
     crop = torch.from_numpy(np.array(img[top : top + side, left : left + side]))  # copy: writable
@@ -249,6 +252,38 @@ def crop_resize(img: np.ndarray, top: int, left: int, side: int, size: int) -> t
     # uint8 + antialias has a fast path in torch (4x PIL's bicubic here) and matches PIL to 1 level
     out = F.interpolate(crop[None], size=(size, size), mode="bicubic", antialias=True)
     return out[0].contiguous()
+
+
+def _name_and_ref(src: Source) -> tuple[str, Path | np.ndarray]:
+    """(name, file or array) of a source."""
+    return (src[0], src[1]) if isinstance(src, tuple) else (str(src), Path(src))
+
+
+def _usable(src: Source, min_side: int, verify: bool) -> tuple[str, Path | np.ndarray]:
+    """(name, what _read takes) of a source with a short side >= min_side, else ImageLoadError."""
+    name, ref = _name_and_ref(src)
+    h, w, ref = _probe(ref, verify)
+    if min(h, w) < min_side:
+        raise ImageLoadError(name, f"too small: {w}x{h} < {min_side} px")
+    return name, ref
+
+
+def usable_sources(
+    sources: Sequence[Source], min_side: int, verify: bool = True
+) -> tuple[list[Source], list[str]]:
+    """(the sources an SRDataset of size 2 * min_side keeps, "name (why)" for the others).
+
+    Check the photos once before splitting them: a broken file drawn for validation then
+    leaves the others to validate on instead of leaving no validation set at all.
+    """
+    usable, skipped = [], []
+    for src in sources:
+        try:
+            _usable(src, min_side, verify)
+            usable.append(src)
+        except ImageLoadError as e:
+            skipped.append(f"{Path(_name_and_ref(src)[0]).name} ({e.reason})")
+    return usable, skipped
 
 
 def _probe(ref: Path | np.ndarray, verify: bool) -> tuple[int, int, Path | np.ndarray]:
@@ -334,12 +369,14 @@ def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from its torch seed; workers ignore SIGINT.
+    """Seed numpy and random in each worker from its torch seed; workers ignore SIGINT, SIGTERM.
 
-    Ctrl-C and Jupyter's stop button signal the whole process group. The main process turns
-    that into a clean stop (`srlib.train.fit`); a worker that died of it would crash the run.
+    Ctrl-C and Jupyter's stop button signal the whole process group, and so may a scheduler's
+    SIGTERM. The main process turns either into a clean stop (`srlib.train.fit`); a worker
+    that died of it would crash the run.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -461,7 +498,7 @@ def prepare_cache(
         errors = [_cache_one(p, d, max_side, max_pixels) for p, d in todo]
     failed = {p: e for p, e in zip(srcs, errors, strict=True) if e is not None}
     if failed:
-        details = ", ".join(f"{p.name} ({e})" for p, e in failed.items())
+        details = some([f"{p.name} ({e})" for p, e in failed.items()])
         warnings.warn(f"skipped {len(failed)} of {len(images)} images: {details}", stacklevel=2)
     return [d for p, d in jobs if p not in failed]
 

@@ -38,8 +38,11 @@ def _check_prob(name: str, p: float) -> None:
 
 
 def _check_range(name: str, r: tuple, lo: float, hi: float) -> None:
-    if len(r) != 2 or not lo <= r[0] <= r[1] <= hi:
-        raise ValueError(f"{name} must be (low, high) with {lo} <= low <= high <= {hi}, got {r}")
+    # Finite too: an inf sigma or resize factor would make a kernel or an image without end.
+    if len(r) != 2 or not (lo <= r[0] <= r[1] <= hi and math.isfinite(r[0] + r[1])):
+        raise ValueError(
+            f"{name} must be (low, high), finite, with {lo} <= low <= high <= {hi}, got {r}"
+        )
 
 
 @dataclass

@@ -44,7 +44,7 @@ from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import NotAnImageError as NotAnImageError
 from srlib.io import open_image as open_image
 from srlib.io import save_image as save_image
-from srlib.models import Upscaler, build_model
+from srlib.models import Upscaler, build_model, check_model_config
 from srlib.train import cpu_has_bf16, load_checkpoint, save_checkpoint
 
 # LR core side. With the default models (all convolutions at LR resolution) 512 runs a 12 MP
@@ -52,6 +52,9 @@ from srlib.train import cpu_has_bf16, load_checkpoint, save_checkpoint
 # ~5% faster for ~0.3 GB more. See benchmarks/infer.py --sweep and README.
 DEFAULT_TILE = 512
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's own bomb limit (~89.5 MP) unless raised
+# The largest image one upscale may make: x4 of the largest input PIL allows by default
+# (~1.4 G pixels, 4.3 GB as 8-bit RGB), so `--outscale 9999` on a thumbnail is refused up front.
+DEFAULT_MAX_OUTPUT_PIXELS = 16 * DEFAULT_MAX_PIXELS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,7 +488,9 @@ def export_checkpoint(
     and RNG state. `srlib.train.load_model` reads it (load_state_dict casts back to fp32).
     """
     ckpt = load_checkpoint(src)
-    params = {name for name, _ in build_model(ckpt["model_config"]).named_parameters()}
+    config = check_model_config(ckpt.get("model_config"), ckpt.get("model"))
+    with torch.device("meta"):  # only the parameters' names are needed
+        params = {name for name, _ in build_model(config).named_parameters()}
     state = {
         k: v.half() if half and k in params and v.is_floating_point() else v
         for k, v in ckpt["model"].items()

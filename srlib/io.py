@@ -11,7 +11,9 @@ through `atomic_write`, so data, metrics, inference and the CLI agree on what a 
   * float images (mode F: float TIFF) must hold normalised data: values within
     FLOAT_TOLERANCE of [0, 1] are clipped to it, anything else (0..255 or 0..65535 data,
     HDR, NaN/inf) is an ImageLoadError, because any rescaling would be a guess;
-  * grayscale stays one channel in the PIL image; the conversions repeat it to 3 channels.
+  * grayscale stays one channel in the PIL image; the conversions repeat it to 3 channels;
+  * an animated or multi-page file (GIF, APNG, WebP, TIFF) gives its first frame, with a
+    warning (ExtraFramesWarning).
 PIL's decompression-bomb guard stays on: `max_pixels` raises or lowers it for one call only.
 """
 
@@ -52,6 +54,10 @@ class ImageLoadError(ValueError):
 
 class LostPrecisionWarning(UserWarning):
     """The file holds more bits than Pillow decodes (16-bit RGB PNGs come out 8-bit)."""
+
+
+class ExtraFramesWarning(UserWarning):
+    """An animated (GIF, APNG, WebP) or multi-page (TIFF) file: only its first frame is read."""
 
 
 class NotAnImageError(ImageLoadError):
@@ -142,6 +148,14 @@ def open_image(
             )
         if im.width == 0 or im.height == 0:
             raise ValueError(f"empty image ({im.width}x{im.height})")
+        frames = getattr(im, "n_frames", 1)  # before load(): counting seeks through the file
+        if frames > 1 and im.format in ("GIF", "PNG", "TIFF", "WEBP"):  # not MPO's previews
+            warnings.warn(
+                f"{path}: an animated or multi-page {im.format} of {frames} frames; only the "
+                "first frame is read",
+                ExtraFramesWarning,
+                stacklevel=2,
+            )
         if draft_side and max(im.size) > draft_side:
             im.draft("RGB", fit_size(im.size, draft_side))  # JPEG only; a no-op elsewhere
         im.load()  # decode now, so a truncated file fails here and not later

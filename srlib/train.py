@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import math
 import os
 import random
 import signal
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from srlib.data import make_loader
+from srlib.data import make_loader, some
 from srlib.degrade import DEGRADATIONS
 from srlib.io import atomic_write
 from srlib.losses import SharpnessLoss, make_loss
@@ -41,6 +43,7 @@ from srlib.models import (
     UNetDiscriminator,
     Upscaler,
     build_model,
+    check_model_config,
     upgrade_model_config,
 )
 
@@ -178,6 +181,16 @@ def model_args(preset_name: str, model: str | type) -> dict:
 def default_preset() -> str:
     """The preset for this machine: "gpu" where CUDA is available, else "quick" (a CPU)."""
     return "gpu" if torch.cuda.is_available() else "quick"
+
+
+# Where a run lives and what it is called: not part of what it is, so a run folder that was
+# moved, renamed or named another way (--out /abs/runs/x vs runs/x) is still the same run.
+LOCATION_FIELDS = ("name", "out_dir")
+
+
+def run_definition(config: dict) -> dict:
+    """What defines a run in a (saved) training config: all of it but its location."""
+    return {k: v for k, v in upgrade_config(config).items() if k not in LOCATION_FIELDS}
 
 
 def preset(preset_name: str, /, **overrides) -> TrainConfig:
@@ -342,10 +355,34 @@ def psnr(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 # Checkpoints
 
 
+class RunWriteError(OSError):
+    """A file of a run folder could not be written (disk full, read-only, ...): path and cause."""
+
+
 def save_checkpoint(path: str | os.PathLike, **state) -> None:
     """torch.save a dict atomically: a crash leaves the old checkpoint or the new one."""
+    # Into memory first: torch's own writer reports a full disk as "enforce fail at
+    # inline_container.cc", where a plain write raises OSError with the cause (ENOSPC, EROFS).
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_write(path) as f:
-        torch.save(state, f)
+        f.write(buffer.getbuffer())
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Make `folder` and write a byte to a file in it (then delete it); RunWriteError if not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".srlib-write-test.", suffix=".tmp")
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)  # a full disk may only say so here
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise RunWriteError(f"cannot write to the run folder {folder}: {e.strerror or e}") from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
@@ -362,14 +399,16 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, 
     """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint).
 
     A checkpoint whose weights hold NaN or inf (a diverged run) is refused with ValueError:
-    it would only ever produce black or garbage images.
+    it would only ever produce black or garbage images. So is one whose model_config does not
+    fit its weights (`check_model_config`), before any model is built from it.
     """
     ckpt = load_checkpoint(path, map_location=device)
+    config = check_model_config(ckpt.get("model_config"), ckpt.get("model"))
     bad = nonfinite_tensors(ckpt["model"])
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise ValueError(f"{path} holds NaN/inf weights ({shown}): it is from a diverged run")
-    model = build_model(ckpt["model_config"])
+    model = build_model(config)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -445,7 +484,9 @@ def _new_history() -> dict:
         "lr": [],
         "train": {},
         "val": {"step": [], "epoch": [], "loss": [], "psnr": [], "base_psnr": None},
-        "alerts": [],  # {"step", "message"}: loud warnings, e.g. a run that learns nothing
+        "alerts": [],  # {"step", "message"}: loud warnings that hold as the run stands
+        "cleared_alerts": [],  # earlier alerts the run has since put right, with "cleared": step
+        "phases": [],  # {"step", "change", "base_psnr"}: where the data changed (new_phase)
         "samples_per_s": None,
         "train_seconds": 0.0,
         "interrupted": False,  # the last session was stopped by Ctrl-C / a kernel interrupt
@@ -453,12 +494,18 @@ def _new_history() -> dict:
     }
 
 
+# What stops a run cleanly after the current step: Ctrl-C (and Jupyter's interrupt button), and
+# SIGTERM, which `kill`, batch schedulers and torchrun send to end a process.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def _stop_on_interrupt() -> Iterator[list[bool]]:
-    """Turn the first SIGINT (Ctrl-C, Jupyter's interrupt) into a flag; a second one aborts.
+    """Turn the first SIGINT or SIGTERM into a flag; a second one aborts (KeyboardInterrupt).
 
     Training then stops at the end of the current step, with a checkpoint and its history,
-    instead of a KeyboardInterrupt that loses the run's history mid-step.
+    instead of a KeyboardInterrupt that loses the run's history mid-step, or a SIGTERM that
+    kills it mid-write (leaving a full-size temp file beside last.pt).
     """
     flag = [False]
 
@@ -467,31 +514,77 @@ def _stop_on_interrupt() -> Iterator[list[bool]]:
             raise KeyboardInterrupt  # a second interrupt: the user really wants out
         flag[0] = True
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: signals cannot be caught here
         yield flag
         return
     try:
         yield flag
     finally:  # None: a handler installed outside Python, which cannot be put back
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def phase_validations(history: dict) -> tuple[list[int], list[float]]:
+    """(steps, PSNRs) of the validations since the data last changed (`fit`'s new_phase).
+
+    Only these are comparable with each other and with the current base_psnr: earlier ones
+    were measured on other validation photos.
+    """
+    val, phases = history["val"], history.get("phases") or []
+    start = phases[-1]["step"] if phases else 0
+    kept = [(s, p) for s, p in zip(val["step"], val["psnr"], strict=True) if s > start]
+    return [s for s, _ in kept], [p for _, p in kept]
 
 
 def learning_problem(history: dict) -> str | None:
-    """Why a run has not learned (best val PSNR not MIN_GAIN_DB above its base), or None."""
-    val = history["val"]
-    base = val.get("base_psnr")
-    if base is None or not val["psnr"]:
+    """Why a run has not learned (best val PSNR not MIN_GAIN_DB above its base), or None.
+
+    The run as it stands: its best validation (best.pt) of the current data phase.
+    """
+    base = history["val"].get("base_psnr")
+    steps, psnrs = phase_validations(history)
+    if base is None or not psnrs:
         return None
-    best = max(val["psnr"])
+    best = max(psnrs)
     if best - base >= MIN_GAIN_DB:
         return None
     return (
-        f"its best validation PSNR after {len(val['psnr'])} validations (step {val['step'][-1]}) "
+        f"its best validation PSNR after {len(psnrs)} validations (step {steps[-1]}) "
         f"is {best:.2f} dB, not above the {base:.2f} dB of its own base upscale "
         f"(gain {best - base:+.2f} dB)"
     )
+
+
+def data_change(old: dict, new: dict) -> str | None:
+    """What differs between two `data` records of `fit` (photos, the split), or None.
+
+    A record: {"train": {photo: fingerprint}, "val": {photo: fingerprint}, "val_fraction": f,
+    ...}; other keys (where the photos were) are for people and not compared.
+    """
+    before = {**old.get("train", {}), **old.get("val", {})}
+    after = {**new.get("train", {}), **new.get("val", {})}
+    added = sorted(after.keys() - before.keys())
+    removed = sorted(before.keys() - after.keys())
+    changed = sorted(k for k in before.keys() & after.keys() if list(before[k]) != list(after[k]))
+    moved = sorted(
+        k
+        for k in before.keys() & after.keys()
+        if (k in old.get("val", {})) != (k in new.get("val", {}))
+    )
+    parts = [
+        f"{len(names)} photo(s) {what} ({some(names, 3)})"
+        for what, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    if old.get("val_fraction") != new.get("val_fraction"):
+        parts.append(f"val_fraction {old.get('val_fraction')} then, {new.get('val_fraction')} now")
+    if moved:
+        parts.append(f"{len(moved)} photo(s) moved between training and validation")
+    return "; ".join(parts) or None
 
 
 def _means(sums: list[torch.Tensor], n: int, across_ranks: bool) -> list[float]:
@@ -606,6 +699,20 @@ def _resume(last: Path, resume: bool, rank: int, world: int) -> dict | None:
     return box[0]
 
 
+def _check_run_folder(run_dir: Path, rank: int, world: int) -> None:
+    """check_writable on rank 0 (the one that writes), and RunWriteError in every process."""
+    box = [None]
+    if rank == 0:
+        try:
+            check_writable(run_dir)
+        except RunWriteError as e:
+            box[0] = str(e)
+    if world > 1:  # the others would wait for rank 0 in the next collective forever
+        dist.broadcast_object_list(box, src=0, group=_control_group())
+    if box[0]:
+        raise RunWriteError(box[0])
+
+
 def _restore(
     ckpt: dict,
     model: Upscaler,
@@ -614,14 +721,36 @@ def _restore(
     last: Path,
     gan: _GanTrainer | None = None,
     ema: _Ema | None = None,
-) -> tuple[int, dict]:
-    """Load a checkpoint's weights, optimizer, RNG (GAN, EMA) state; returns (step, history)."""
-    same_config = upgrade_config(ckpt["config"]) == dataclasses.asdict(cfg)
-    if not same_config or upgrade_model_config(ckpt["model_config"]) != model.config:
+    data: dict | None = None,
+    new_phase: bool = False,
+) -> tuple[int, dict, str | None]:
+    """Load a checkpoint's weights, optimizer, RNG (GAN, EMA) state; (step, history, change).
+
+    `change`: how the data differs from the checkpoint's (see `fit`'s new_phase), or None.
+    """
+    theirs, ours = run_definition(ckpt.get("config") or {}), run_definition(dataclasses.asdict(cfg))
+    if theirs != ours or upgrade_model_config(ckpt.get("model_config") or {}) != model.config:
         raise ValueError(
             f"{last} was written by a different run (config or model differs). Resuming "
             "would mix two experiments: give this run another `name`, delete that folder, "
             "or pass resume=False to start over (the old checkpoint is then overwritten)."
+        )
+    needed = ["model", "optimizer", "step", "history", "torch_rng"]
+    needed += (["raw_model"] if ema is not None else []) + (["gan"] if gan is not None else [])
+    missing = [k for k in needed if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"{last} cannot be resumed: it has no {', '.join(missing)} (an exported or "
+            "inference checkpoint?). Give this run another `name`, or pass resume=False to "
+            "start over (the checkpoint is then overwritten)."
+        )
+    # Checkpoints from before the data was recorded resume as they always did.
+    change = data_change(ckpt["data"], data) if data and ckpt.get("data") else None
+    if change and not new_phase:
+        raise ValueError(
+            f"{last} was trained on other data ({change}). Resuming would score it on photos "
+            "it may have trained on: pass new_phase=True to continue on this data as a new "
+            "phase (its validation baseline measured again), or resume=False to start over."
         )
     # With an EMA, "model" holds the averaged weights (`_save_run`), "raw_model" the trained ones.
     model.load_state_dict(ckpt["model"] if ema is None else ckpt["raw_model"])
@@ -631,7 +760,17 @@ def _restore(
         gan.load_state_dict(ckpt["gan"])
     opt.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt["step"], {**_new_history(), **ckpt["history"]}
+    history = {**_new_history(), **ckpt["history"]}
+    if change:  # a new phase: validation scores from here on are on other photos
+        history["phases"].append(
+            {"step": ckpt["step"], "change": change, "base_psnr": history["val"]["base_psnr"]}
+        )
+        history["val"]["base_psnr"] = None  # measured again on this data's validation photos
+        for alert in history["alerts"]:  # they judged the old data
+            alert["cleared"] = ckpt["step"]
+        history["cleared_alerts"] += history["alerts"]
+        history["alerts"] = []
+    return ckpt["step"], history, change
 
 
 def _save_run(
@@ -643,9 +782,10 @@ def _save_run(
     history: dict,
     gan: _GanTrainer | None = None,
     ema: _Ema | None = None,
+    data: dict | None = None,
 ) -> None:
     """Write a checkpoint `fit` can resume from; with an EMA, its "model" is the averaged one."""
-    extra = {}
+    extra = {} if data is None else {"data": data}  # what it trained and validated on
     if ema is not None:  # readers (load_model, restore_best, export) get the averaged weights
         extra["raw_model"] = model.state_dict()  # and training continues from these
         model = ema.model
@@ -693,35 +833,50 @@ def _gather_losses(pending: list[torch.Tensor], world: int) -> list[list[float]]
 
 
 def _record_losses(
-    history: dict, names: list[str], rows: list[list[float]], step: int, name: str, last: Path
+    history: dict, names: list[str], rows: list[list[float]], step: int, name: str, kept: str
 ) -> None:
-    """Append the loss parts of the steps up to `step` to history; a non-finite one raises."""
+    """Append the loss parts of the steps up to `step` to history; a non-finite one raises.
+
+    `kept`: where the last finite weights are, for the message.
+    """
     first = step - len(rows) + 1
     for i, row in enumerate(rows):
         if not all(math.isfinite(v) for v in row):
             raise FloatingPointError(
                 f"{name}: the loss became {row[0]} at step {first + i} (lr "
-                f"{history['lr'][first + i - 1]:.2e}). Training stopped; {last} keeps the "
-                "last finite weights. Lower the lr or check the data."
+                f"{history['lr'][first + i - 1]:.2e}). Training stopped; {kept}. "
+                "Lower the lr or check the data."
             )
         for part, value in zip(names, row, strict=True):
             history["train"].setdefault(part, []).append(value)
 
 
 def _record_validation(
-    history: dict, step: int, epoch: float, v_loss: float, v_psnr: float, name: str, last: Path
+    history: dict, step: int, epoch: float, v_loss: float, v_psnr: float, name: str, kept: str
 ) -> str:
     """Append a validation's results to history (a non-finite one raises); the line to print."""
     if not (math.isfinite(v_loss) and math.isfinite(v_psnr)):
         raise FloatingPointError(
             f"{name}: validation at step {step} gave loss {v_loss}, PSNR {v_psnr}; "
-            f"training stopped, {last} keeps the last finite weights"
+            f"training stopped, {kept}"
         )
     for key, value in (("step", step), ("epoch", epoch), ("loss", v_loss), ("psnr", v_psnr)):
         history["val"][key].append(value)
     base = history["val"]["base_psnr"]
     gain = "" if base is None else f" ({v_psnr - base:+.2f} dB over its base upscale)"
     return f"{name} step {step}: val loss {v_loss:.4f}, val PSNR {v_psnr:.2f} dB{gain}"
+
+
+def _clear_alerts(history: dict, step: int, name: str, bar: tqdm | None) -> None:
+    """Move alerts that no longer hold (the run learned after all) to 'cleared_alerts'."""
+    for alert in history["alerts"]:
+        alert["cleared"] = step
+        if bar is not None:
+            bar.write(
+                f"{name} step {step}: learning now; the alert of step {alert['step']} is cleared"
+            )
+    history["cleared_alerts"] += history["alerts"]
+    history["alerts"] = []
 
 
 def _alert(history: dict, step: int, name: str, message: str, bar: tqdm | None) -> None:
@@ -819,7 +974,11 @@ def _warm_start(model: Upscaler, path: str) -> None:
         weights, config = ckpt["model"], ckpt["model_config"]
     except Exception as e:  # truncated, not a torch file, not an srlib checkpoint
         raise ValueError(f"init_from {path}: not a readable srlib checkpoint ({e})") from e
-    if upgrade_model_config(config) != model.config:
+    try:
+        config = check_model_config(config, weights)
+    except ValueError as e:
+        raise ValueError(f"init_from {path}: {e}") from e
+    if config != model.config:
         raise ValueError(
             f"init_from {path} holds another model ({config}) than this run's ({model.config}): "
             "a warm start needs the same architecture and arguments"
@@ -839,18 +998,30 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     on_validation: Callable[[dict], None] | None = None,
+    data: dict | None = None,
+    new_phase: bool = False,
 ) -> dict:
     """Train `model` in place and return its history; resumes from out_dir/name/last.pt.
 
     History: per-step 'lr' and 'train' parts (incl. 'total'); per-validation 'val' loss and
     PSNR, with 'base_psnr' (the model's own base upscale on the same crops); 'alerts' (a run
     that learns nothing is reported loudly there, on screen and as a NotLearningWarning);
-    samples/s. Checkpoints: 'last.pt' every `checkpoint_every` steps and at the end, 'best.pt'
-    at the best validation PSNR. A non-finite loss stops the run with FloatingPointError
-    before any checkpoint holds the broken weights. An interrupt (Ctrl-C, or the kernel's
-    stop button) ends the run cleanly after the current step: checkpoint written, history
-    returned with 'interrupted' True; calling fit again resumes. `on_validation(history)` is
-    called after each validation, e.g. to redraw live loss curves.
+    samples/s. An alert that no longer holds (the run learned after all) moves to
+    'cleared_alerts': 'alerts' is the verdict on the run as it stands. Checkpoints: 'last.pt'
+    every `checkpoint_every` steps and at the end, 'best.pt' at the best validation PSNR. A
+    non-finite loss stops the run with FloatingPointError before any checkpoint holds the
+    broken weights; a checkpoint that cannot be written (disk full, read-only) raises
+    RunWriteError. An interrupt (Ctrl-C, the kernel's stop button, SIGTERM) ends the run
+    cleanly after the current step: checkpoint written, history returned with 'interrupted'
+    True; calling fit again resumes. `on_validation(history)` is called after each
+    validation, e.g. to redraw live loss curves.
+
+    `data`: what the run trains and validates on (e.g. {"train": {photo: [bytes, hash]},
+    "val": {...}, "val_fraction": f}, see `data_change`), stored in the checkpoints. Resuming a
+    checkpoint that recorded other data is refused (ValueError), unless `new_phase`: then the
+    run continues on this data as a new phase, recorded in history['phases'], with its
+    validation baseline measured again and best.pt, alerts and the verdict judged on this
+    phase's validations only.
 
     Under torchrun (a process group of several processes, see `distributed_setup`) the model
     trains as DistributedDataParallel, one GPU per process (LOCAL_RANK), or on the CPU with
@@ -874,9 +1045,10 @@ def fit(
     rank, world = _rank_and_world()
     main = rank == 0
     if world > 1 and (cfg.gan != "none" or cfg.ema):
+        what = [f"GAN training (gan {cfg.gan!r})"] if cfg.gan != "none" else []
+        what += [f"an EMA of the weights (ema {cfg.ema})"] if cfg.ema else []
         raise ValueError(
-            f"GAN training runs in one process for now: gan {cfg.gan!r} and ema {cfg.ema} "
-            f"need a single process, not torchrun's {world}"
+            f"{' and '.join(what)} runs in one process for now, not torchrun's {world}"
         )
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -897,6 +1069,7 @@ def fit(
 
     last = run_dir / "last.pt"
     ckpt = _resume(last, resume, rank, world)
+    saved_step = None  # the step of the newest checkpoint of this run: its last finite weights
     if ckpt is None and cfg.init_from:
         _warm_start(model, cfg.init_from)  # every process reads it; before the EMA copies it
         if main:
@@ -905,16 +1078,23 @@ def fit(
     ema = _Ema(model, cfg.ema) if cfg.ema else None
     scored = model if ema is None else ema.model  # what validation, best.pt and the caller get
     if ckpt is not None:
-        step, history = _restore(ckpt, model, opt, cfg, last, gan, ema)
-        best = max(history["val"]["psnr"], default=-math.inf)
+        step, history, change = _restore(ckpt, model, opt, cfg, last, gan, ema, data, new_phase)
+        best = max(phase_validations(history)[1], default=-math.inf)
+        saved_step, data = step, data if data is not None else ckpt.get("data")
         if main:
             print(f"resumed {cfg.name} from {last} at step {step}/{cfg.steps}")
+            if change:
+                print(
+                    f"{cfg.name}: new phase from step {step} on changed data ({change}); its "
+                    "validation baseline is measured again"
+                )
     budget = cfg.time_budget_s
     if step >= cfg.steps or (budget is not None and history["train_seconds"] >= budget):
         if ema is not None:
             ema.copy_to(model)
         return history  # already finished: the model now holds its final weights
 
+    _check_run_folder(run_dir, rank, world)  # before the first step, not at a checkpoint
     if len(train_set) < cfg.batch_size:
         raise ValueError(
             f"{len(train_set)} training samples are fewer than one batch "
@@ -940,8 +1120,20 @@ def fit(
             )
 
     def checkpoint(path: Path) -> None:
+        nonlocal saved_step
         if main:
-            _save_run(path, model, opt, cfg, step, history, gan, ema)
+            try:
+                _save_run(path, model, opt, cfg, step, history, gan, ema, data)
+            except OSError as e:  # disk full, folder made read-only: say which and why
+                raise RunWriteError(f"cannot write {path}: {e.strerror or e}") from e
+        saved_step = step if path == last else saved_step
+
+    def kept() -> str:
+        """Where the last finite weights are, for a message after a non-finite loss."""
+        if saved_step is None:
+            first = cfg.checkpoint_every
+            return f"no checkpoint of this run was written yet (the first is at step {first})"
+        return f"{last} keeps the last finite weights (step {saved_step})"
 
     # Loss parts stay on the device and are fetched every `log_every` steps: one sync per
     # batch of steps instead of one per step (a GPU would otherwise wait on every .item()).
@@ -953,7 +1145,7 @@ def fit(
             return
         rows = _gather_losses(pending, world)
         pending.clear()
-        _record_losses(history, part_names, rows, step, cfg.name, last)
+        _record_losses(history, part_names, rows, step, cfg.name, kept())
         bar.set_postfix(loss=f"{rows[-1][0]:.4f}")
 
     def run_validation() -> None:
@@ -961,15 +1153,18 @@ def fit(
         # The plain model, not the DDP wrapper: its forward is for training steps.
         v_loss, v_psnr = validate(scored, loss_fn, val_loader, device, across_ranks=world > 1)
         epoch = step / steps_per_epoch
-        line = _record_validation(history, step, epoch, v_loss, v_psnr, cfg.name, last)
+        line = _record_validation(history, step, epoch, v_loss, v_psnr, cfg.name, kept())
         if main:
             bar.write(line)
         if v_psnr > best:
             best = v_psnr
             checkpoint(run_dir / "best.pt")
+        # The verdict is on the run as it stands: an alert stays only while it holds.
         problem = learning_problem(history)
-        if problem and not history["alerts"]:
-            if len(history["val"]["psnr"]) >= STUCK_AFTER_VALIDATIONS or finished:
+        if problem is None and history["alerts"]:
+            _clear_alerts(history, step, cfg.name, bar if main else None)
+        elif problem and not history["alerts"]:
+            if len(phase_validations(history)[1]) >= STUCK_AFTER_VALIDATIONS or finished:
                 _alert(history, step, cfg.name, problem, bar if main else None)
         if on_validation is not None and main:
             on_validation(history)
@@ -978,7 +1173,8 @@ def fit(
     history["interrupted"] = False
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, disable=not (progress and main))
     t0, samples, stop, finished, elapsed = time.perf_counter(), 0, False, False, spent
-    with _stop_on_interrupt() as interrupted:
+    # The bar closed first, whatever stops the run: an error line then starts a line of its own.
+    with _stop_on_interrupt() as interrupted, closing(bar):
         while not stop:
             # Order from (seed, epoch), crops from (seed, epoch, index): a resumed run continues
             # with exactly the batches an uninterrupted one would have seen, with any number
@@ -1046,7 +1242,6 @@ def fit(
                     checkpoint(last)
                 if stop:
                     break
-    bar.close()
     seconds = time.perf_counter() - t0
     history["train_seconds"] = spent + seconds
     history["samples_per_s"] = samples / max(seconds, 1e-9)

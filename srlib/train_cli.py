@@ -8,16 +8,24 @@ imports this module only to build its parser and to run the command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srlib.__main__ import CliError, _one_line
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock, so one training per folder is up to the user
+    fcntl = None
 
 if TYPE_CHECKING:
     from srlib.train import TrainConfig
@@ -33,7 +41,16 @@ TRAIN_CHOICES = {
     "gan": ("none", "unet", "patch"),  # srlib.train.GAN_KINDS
 }
 VAL_CROPS_PER_IMAGE = 16  # fixed validation crops per validation photo, as in the notebooks
-EXIT_NOT_LEARNING, EXIT_INTERRUPTED = 3, 130
+EXIT_DIVERGED, EXIT_NOT_LEARNING, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 1, 3, 4, 130
+# A run folder's bookkeeping: what defines the run and the TensorBoard files it wrote (RunLog),
+# and the lock that keeps a second training out (the OS drops it when the process dies).
+RUN_MANIFEST, RUN_LOCK = ".srlib-run.json", ".srlib-run.lock"
+RUN_FILES = ("last.pt", "best.pt", "history.json", RUN_MANIFEST)  # written with atomic_write
+# Temp files of those writes (tempfile.mkstemp: 8 of [a-z0-9_]) and of the writability probe,
+# left by a process killed mid-write: ours to remove, and nothing else is.
+_OURS = "|".join(re.escape(name) for name in (*RUN_FILES, "srlib-write-test"))
+STALE_TEMP = re.compile(rf"\.({_OURS})\.[a-z0-9_]{{8}}\.tmp")
+EVENT_FILE = re.compile(r"events\.out\.tfevents\.[^/\\]+")  # a TensorBoard file, a bare name
 TRAIN_EPILOG = """\
 examples:
   python -m srlib train --preset smoke --data photos/ --out runs/try
@@ -42,22 +59,40 @@ examples:
   torchrun --nproc-per-node 4 -m srlib train --preset full --out runs/ddp    (several GPUs)
 
 Running the same command again resumes from OUT/last.pt (a finished run just prints its
-summary); a different config or model in the same OUT is refused. Ctrl-C stops after the
-current step with a checkpoint written. OUT gets last.pt, best.pt (best validation PSNR),
-history.json and, when tensorboard is installed, TensorBoard scalars (tensorboard --logdir runs).
+summary); OUT holding another run (config, model or photos), or files that are not this run's,
+is refused: --overwrite starts afresh there, --new-phase continues on changed photos. One
+training per OUT at a time (a lock). Ctrl-C or SIGTERM stops after the current step with a
+checkpoint written. OUT gets last.pt, best.pt (best validation PSNR), history.json, when
+tensorboard is installed TensorBoard scalars (tensorboard --logdir runs), and .srlib-run.json
+(what defines the run, which event files are its own: only those are ever replaced).
 
 Under torchrun rank 0 alone reads and writes OUT: it sends last.pt to the other processes, so
 OUT must be on a disk that rank 0 sees (the others need not see it). --device cpu trains on
 CPUs over gloo, on a CUDA machine too.
 
-exit codes: 0 done; 1 the loss became NaN/inf (lower --lr); 2 bad option or data, or OUT holds
-a different run; 3 done, but the run is NOT LEARNING (validation PSNR not above its base upscale:
-the alert in history.json); 130 interrupted (run the command again to resume). torchrun turns
-any of them but 0 into 1; under torchrun rank 0 alone prints the summary."""
+exit codes: 0 done; 1 the loss became NaN/inf (lower --lr); 2 bad option or data, OUT not
+writable, holding another run or others' files, or in use by another training; 3 done, but the
+run is NOT LEARNING (its best validation PSNR, as it ends, not above its base upscale: the alert
+in history.json); 4 a write to OUT failed while training (disk full, read-only: the line names
+the file and cause; rerun to resume); 130 interrupted (run the command again to resume). Under
+torchrun rank 0 alone prints and returns these codes, the other ranks 0 unless they fail
+themselves; torchrun reports a non-zero rank 0 as its own failure (exit 1)."""
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) one run on a folder of photos; returns the exit code (TRAIN_EPILOG)."""
+    try:
+        return _cmd_train(args)
+    except CliError as e:
+        # Under torchrun every process finds the same problem: rank 0 alone says it, or the
+        # processes' lines run together on one line of the shared terminal.
+        torchrun = {"RANK", "WORLD_SIZE", "LOCAL_RANK"} <= set(os.environ)  # as it sets them
+        e.quiet = torchrun and os.environ["RANK"] != "0"
+        raise
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """cmd_train's work: checks, the process group, `_train`."""
     import torch.distributed as dist
 
     from srlib.train import check_config, distributed_setup
@@ -94,23 +129,121 @@ def check_device(name: str) -> None:
                 raise RuntimeError("torch finds no CUDA GPU on this machine")
             if device.index is not None and device.index >= torch.cuda.device_count():
                 raise RuntimeError(f"this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-        else:
-            torch.empty(1, device=device)  # "mps" without MPS
+        else:  # "mps" without MPS; "meta", whose tensors hold no numbers to train with
+            torch.ones(1, device=device).add(1).cpu()
     except Exception as e:  # RuntimeError, AssertionError (torch not compiled with CUDA), ...
-        raise CliError(f"--device {name}: {_one_line(e)}") from e
+        raise CliError(f"--device {name}: cannot train there ({_one_line(e)})") from e
 
 
 def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) -> int:
     """cmd_train once the processes have joined: data, model, fit, summary; the exit code."""
     import torch.distributed as dist
 
-    from srlib import data, models
-    from srlib.train import fit, loss_for, model_args, seed_everything
+    from srlib.train import RunWriteError, fit
 
     main_process = rank == 0
     run_dir = Path(cfg.out_dir) / cfg.name
+    try:
+        parts = _data_and_model(args, cfg, main_process)
+    except KeyboardInterrupt:  # Ctrl-C while the photos are read: nothing was written yet
+        if main_process:
+            print("\ninterrupted while reading the photos: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    train_src, val_src, train_set, val_set, model, loss_fn, record = parts
+    with contextlib.ExitStack() as held:
+        # Rank 0 alone reads and writes OUT (fit sends last.pt to the others), so it alone
+        # checks and locks it, and tells the others: every process exits 2, or none.
+        problem, resume = None, True
+        if main_process:
+            try:
+                resume = _prepare_run_folder(held, run_dir, cfg, model.config, record, args)
+            except CliError as e:
+                problem = str(e)
+        if world > 1:
+            box = [problem, resume, record]  # rank 0's view of the photos, for all
+            dist.broadcast_object_list(box, src=0)
+            problem, resume, record = box
+        if problem:
+            raise CliError(problem)
+        if main_process:
+            n_val = "no" if val_set is None else f"{len(val_src)} ({len(val_set)} fixed crops)"
+            print(
+                f"photos: {len(train_src)} to train on ({len(train_set)} crops per epoch), "
+                f"{n_val} to validate on"
+            )
+            print(
+                f"model: {type(model).__name__} x{cfg.scale}, {model.num_params():,} trainable "
+                f"parameters; loss {cfg.loss}; preset {args.preset}: {cfg.steps} steps of "
+                f"{cfg.batch_size} crops" + (f", split over {world} processes" if world > 1 else "")
+            )
+            print(f"run folder: {run_dir}")
+        log = RunLog(run_dir) if main_process else None
+        if log is not None:
+            held.callback(log.close)  # before the lock goes
+        try:
+            history = fit(
+                model,
+                loss_fn,
+                train_set,
+                val_set,
+                cfg,
+                resume=resume,
+                progress=main_process,
+                on_validation=log,
+                data=record,
+                new_phase=args.new_phase,
+            )
+            if log is not None:
+                log(history)  # the final history.json and scalars
+        except ValueError as e:  # fewer training crops than one batch, another run's data
+            raise CliError(_one_line(e)) from e
+        except FloatingPointError as e:  # a diverged run
+            if main_process:
+                print(f"error: {e}", file=sys.stderr)
+            return EXIT_DIVERGED
+        except RunWriteError as e:  # disk full, the folder made read-only meanwhile
+            if main_process:
+                print(
+                    f"error: {e}; training stopped. Free space (or make {run_dir} writable) and "
+                    "run the same command again to resume from the last checkpoint written",
+                    file=sys.stderr,
+                )
+            return EXIT_WRITE_FAILED
+        except KeyboardInterrupt:  # a second Ctrl-C: fit stops at once, without a checkpoint
+            if main_process:
+                print(
+                    f"\ninterrupted twice: stopped at once. Run the same command again to resume "
+                    f"from {run_dir / 'last.pt'} (written every {cfg.checkpoint_every} steps)",
+                    file=sys.stderr,
+                )
+            return EXIT_INTERRUPTED
+    if not main_process:
+        return 0  # torchrun ends all processes when one exits non-zero: rank 0 has the verdict
+    summary = train_summary(history, cfg, run_dir, model.base_label, val_set is not None)
+    print("\n".join(summary))
+    if history["interrupted"]:
+        return EXIT_INTERRUPTED
+    return EXIT_NOT_LEARNING if history["alerts"] else 0  # alerts that hold as the run ends
+
+
+def _data_and_model(args: argparse.Namespace, cfg: TrainConfig, main_process: bool) -> tuple:
+    """(train sources, val sources, datasets, model, loss, data record) for a run; CliError."""
+    from srlib import data, models
+    from srlib.train import loss_for, model_args, seed_everything
+
     sources, about = train_sources(args.data)
-    train_src, val_src = data.split_by_image(sources, args.val_fraction, seed=cfg.seed)
+    # Checked before the split, so a broken photo never leaves validation empty (or shifts it).
+    usable, skipped = data.usable_sources(sources, min_side=cfg.patch_size // 2)
+    if main_process:
+        print(f"data: {about}")
+        if skipped:
+            print(
+                f"warning: skipped {len(skipped)} of {len(sources)} photos: {data.some(skipped)}",
+                file=sys.stderr,
+            )
+    if not usable:
+        raise CliError(f"--data: no usable photos among {len(sources)} ({data.some(skipped)})")
+    train_src, val_src = data.split_by_image(usable, args.val_fraction, seed=cfg.seed)
     crop_args = dict(
         size=cfg.patch_size,
         scale=cfg.scale,
@@ -118,78 +251,178 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
         method=cfg.downscale,
         seed=cfg.seed,
         degradation=cfg.degradation,  # validation too: it scores the inputs the run is made for
+        verify=False,  # usable_sources decoded every photo once already
     )
     try:
         train_set = data.SRDataset(train_src, crops_per_image=cfg.crops_per_image, **crop_args)
-        val_set = None
-        if val_src:
+    except ValueError as e:  # patch size vs scale, a degradation the data module lacks
+        raise CliError(f"training photos: {_one_line(e)}") from e
+    val_set = None
+    if val_src:
+        try:
             val_set = data.SRDataset(
                 val_src, crops_per_image=VAL_CROPS_PER_IMAGE, train=False, **crop_args
             )
+        except ValueError as e:
+            raise CliError(f"validation photos: {_one_line(e)}") from e
+    try:
         seed_everything(cfg.seed)  # the same initial weights for the same config
         sizes = model_args(args.preset, args.model)  # the preset's UNet size (gpu, full: deep)
         model = getattr(models, TRAIN_MODELS[args.model])(scale=cfg.scale, **sizes)
         loss_fn = loss_for(cfg)
-    except ValueError as e:  # patch size vs scale, no usable image, a scale the models lack
+    except ValueError as e:  # a scale the models lack
         raise CliError(_one_line(e)) from e
-    # Rank 0 alone reads and writes OUT (fit sends last.pt to the others), so it alone checks
-    # it, and tells the others: every process exits 2, or none.
-    problem = None
-    if main_process:
-        try:
-            if run_dir.exists() and not run_dir.is_dir():
-                raise CliError(f"--out {run_dir} is a file; it takes the run folder")
-            check_resume(run_dir / "last.pt", dataclasses.asdict(cfg), model.config)
-        except CliError as e:
-            problem = str(e)
-    if world > 1:
-        box = [problem]
-        dist.broadcast_object_list(box, src=0)
-        problem = box[0]
-    if problem:
-        raise CliError(problem)
+    root = Path(args.data) if args.data is not None else Path("data/valued")
+    record = None
+    if main_process:  # rank 0 sends its record to the others (`_train`)
+        record = data_record(train_src, val_src, args.val_fraction, root, about)
+    return train_src, val_src, train_set, val_set, model, loss_fn, record
 
-    if main_process:
-        n_val = "no" if val_set is None else f"{len(val_src)} ({len(val_set)} fixed crops)"
-        print(f"data: {about}")
-        print(
-            f"photos: {len(train_src)} to train on ({len(train_set)} crops per epoch), "
-            f"{n_val} to validate on"
-        )
-        print(
-            f"model: {type(model).__name__} x{cfg.scale}, {model.num_params():,} trainable "
-            f"parameters; loss {cfg.loss}; preset {args.preset}: {cfg.steps} steps of "
-            f"{cfg.batch_size} crops" + (f", split over {world} processes" if world > 1 else "")
-        )
-        print(f"run folder: {run_dir}")
-    log = RunLog(run_dir) if main_process else None
+
+def data_record(
+    train_src: Sequence, val_src: Sequence, val_fraction: float, root: Path, about: str
+) -> dict:
+    """What a run trains and validates on, for `fit(data=...)`: {photo: [bytes, hash]} a side.
+
+    Photos are named relative to the data folder (its images/ or cache/ in a Commons folder),
+    so the same folder given as a relative or absolute path, or moved, is the same data.
+    """
+    roots = (root / "images", root / "cache", root)
+
+    def key(src: Any) -> str:
+        if isinstance(src, tuple):  # (name, array): an embedded photo
+            return src[0]
+        for base in roots:
+            with contextlib.suppress(ValueError):
+                name = Path(src).relative_to(base).as_posix()
+                return name.removesuffix(".npy") if base.name == "cache" else name
+        return Path(src).name
+
+    def fingerprint(src: Any) -> list:
+        # Size and the first and last 64 KiB: cheap for 3,000 photos, and any re-encode,
+        # crop or edit of a photo changes it.
+        if isinstance(src, tuple):
+            array = src[1]
+            return [int(array.nbytes), hashlib.sha1(array.tobytes()).hexdigest()[:16]]
+        with open(src, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(2**16)
+            f.seek(max(0, size - 2**16))
+            return [size, hashlib.sha1(head + f.read()).hexdigest()[:16]]
+
+    return {
+        "train": {key(s): fingerprint(s) for s in train_src},
+        "val": {key(s): fingerprint(s) for s in val_src},
+        "val_fraction": val_fraction,
+        "about": about,  # for people: where the photos were; not compared
+    }
+
+
+def _prepare_run_folder(
+    held: contextlib.ExitStack,
+    run_dir: Path,
+    cfg: TrainConfig,
+    model_config: dict,
+    record: dict | None,
+    args: argparse.Namespace,
+) -> bool:
+    """Check, lock and tidy the run folder (rank 0); whether to resume. CliError if unusable."""
+    from srlib.train import RunWriteError, check_writable, run_definition
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CliError(f"--out {run_dir} is a file; it takes the run folder")
     try:
-        history = fit(
-            model, loss_fn, train_set, val_set, cfg, progress=main_process, on_validation=log
+        check_writable(run_dir)  # makes it; before anything else is written or trained
+    except RunWriteError as e:
+        raise CliError(str(e)) from e
+    lock = run_dir / RUN_LOCK
+    made_lock = not lock.exists()
+    held.enter_context(_run_lock(run_dir))
+    config = dataclasses.asdict(cfg)
+    last = run_dir / "last.pt"
+    try:
+        if args.overwrite:
+            resume = False  # start afresh; files that are not ours stay (RunLog, RUN_FILES)
+        elif last.is_file():
+            check_resume(last, config, model_config, record, args.new_phase)
+            resume = True
+        else:
+            _check_no_other_files(run_dir, config, model_config)
+            resume = True  # nothing to resume from: fit starts the run
+    except CliError:
+        if made_lock:  # refused: leave the folder as it was
+            lock.unlink(missing_ok=True)
+        raise
+    stale = [p for p in run_dir.iterdir() if STALE_TEMP.fullmatch(p.name) and p.is_file()]
+    for p in stale:  # a killed write's; the lock says no other training is writing here
+        p.unlink(missing_ok=True)
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        print(f"run folder: removed {len(stale)} temp file(s) of an interrupted write ({names})")
+    manifest = read_manifest(run_dir)
+    manifest["run"] = {"config": run_definition(config), "model_config": model_config}
+    write_manifest(run_dir, manifest)
+    return resume
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """One training per run folder (as srlib.commons locks its download folder): flock, which
+    the OS drops when the process dies, even by SIGKILL, so a stale lock never blocks."""
+    if fcntl is None:
+        yield
+        return
+    with open(run_dir / RUN_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CliError(
+                f"another training is running in {run_dir} (it holds {run_dir / RUN_LOCK}): "
+                "wait for it to end, or pass another --out"
+            ) from None
+        yield
+
+
+def _check_no_other_files(run_dir: Path, config: dict, model_config: dict) -> None:
+    """Refuse (CliError) a run folder without last.pt that holds another run or others' files."""
+    run = read_manifest(run_dir).get("run")
+    if run:  # a run of ours that never reached its first checkpoint: same run, or another
+        diffs = _differences(run.get("config") or {}, run.get("model_config") or {}, config,
+                             model_config)  # fmt: skip
+        if diffs:
+            raise CliError(
+                f"{run_dir} holds a different run ({_shown(diffs)}): pass another --out, or "
+                f"--overwrite to start afresh in it"
+            )
+        return
+    others = sorted(  # our lock, and temp files of our writes a kill left, do not count
+        p.name for p in run_dir.iterdir() if p.name != RUN_LOCK and not STALE_TEMP.fullmatch(p.name)
+    )
+    if others:
+        from srlib.data import some
+
+        raise CliError(
+            f"--out {run_dir} holds files that are not this run's ({some(others)}): pass an "
+            "empty or new folder, or --overwrite to train there anyway (it replaces last.pt, "
+            "best.pt and history.json; other files are left alone)"
         )
-        if log is not None:
-            log(history)  # the final history.json and scalars
-    except ValueError as e:  # fewer training crops than one batch
-        raise CliError(_one_line(e)) from e
-    except FloatingPointError as e:  # a diverged run: last.pt keeps the last finite weights
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # a second Ctrl-C: fit stops at once, without a checkpoint
-        print(
-            f"\ninterrupted twice: stopped at once. Run the same command again to resume from "
-            f"{run_dir / 'last.pt'} (written every {cfg.checkpoint_every} steps)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    finally:
-        if log is not None:
-            log.close()
-    if main_process:
-        summary = train_summary(history, cfg, run_dir, model.base_label, val_set is not None)
-        print("\n".join(summary))
-    if history["interrupted"]:
-        return EXIT_INTERRUPTED
-    return EXIT_NOT_LEARNING if history["alerts"] else 0
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """The run folder's RUN_MANIFEST ({} if there is none, or it is unreadable)."""
+    try:
+        manifest = json.loads((run_dir / RUN_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    """Write the run folder's RUN_MANIFEST atomically."""
+    from srlib.io import atomic_write
+
+    with atomic_write(run_dir / RUN_MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -242,41 +475,82 @@ def train_sources(folder: str | None) -> tuple[list, str]:
     return sources, f"{len(sources)} images from {root}"
 
 
-def check_resume(last: Path, config: dict, model_config: dict) -> None:
-    """Refuse (CliError) a run folder whose last.pt has another training config or model.
+def check_resume(
+    last: Path,
+    config: dict,
+    model_config: dict,
+    data: dict | None = None,
+    new_phase: bool = False,
+) -> None:
+    """Refuse (CliError) a last.pt of another run: training config, model or (unless
+    `new_phase`) data; or one that cannot be resumed (no optimizer state: an exported one).
 
-    fit() refuses it too, with advice for Python callers; this names the differences.
+    fit() refuses these too, with advice for Python callers; this names the differences.
+    Where the run lives and what it is called (name, out_dir) are not compared.
     """
     if not last.is_file():
         return
-    from srlib.models import upgrade_model_config
-    from srlib.train import load_checkpoint, upgrade_config
+    from srlib.train import data_change, load_checkpoint
 
     try:
         ckpt = load_checkpoint(last)
     except Exception as e:  # truncated, not a torch file
-        raise CliError(f"cannot resume from {last}: {_one_line(e)}; delete it to start over") from e
+        raise CliError(
+            f"cannot resume from {last}: {_one_line(e)}; pass --overwrite to start afresh in "
+            f"{last.parent}, or another --out"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise CliError(f"cannot resume from {last}: not an srlib checkpoint; pass --overwrite")
+    diffs = _differences(ckpt.get("config") or {}, ckpt.get("model_config") or {}, config,
+                         model_config)  # fmt: skip
+    if diffs:
+        raise CliError(
+            f"{last} was written by a different run ({_shown(diffs)}): pass another --out, or "
+            f"--overwrite to start afresh in {last.parent}"
+        )
+    missing = [k for k in ("model", "optimizer", "step", "history", "torch_rng") if k not in ckpt]
+    if missing:
+        raise CliError(
+            f"{last} cannot be resumed: it has no {', '.join(missing)} (an exported "
+            "checkpoint?): pass another --out, or --overwrite to start afresh there"
+        )
+    change = data_change(ckpt["data"], data) if data and ckpt.get("data") else None
+    if change and not new_phase:
+        raise CliError(
+            f"{last} was trained on other data ({change}): pass --new-phase to continue it on "
+            "these photos as a new phase (its validation baseline measured again), or "
+            "another --out"
+        )
+
+
+def _differences(saved: dict, saved_model: dict, config: dict, model_config: dict) -> list[str]:
+    """'key X there, Y here' for each value of the run definition and model that differs."""
+    from srlib.models import upgrade_model_config
+    from srlib.train import run_definition
+
     diffs = []
-    saved = upgrade_config(ckpt.get("config") or {})  # fields added since then: "as before"
-    theirs_model = upgrade_model_config(ckpt.get("model_config") or {})
-    for theirs, ours in ((saved, config), (theirs_model, model_config)):
-        theirs = theirs or {}
+    pairs = (
+        (run_definition(saved), run_definition(config)),
+        (upgrade_model_config(saved_model), model_config),
+    )
+    for theirs, ours in pairs:
         for key in [*ours, *(k for k in theirs if k not in ours)]:
             old, new = theirs.get(key, "(none)"), ours.get(key, "(none)")
             if old != new:
                 diffs.append(f"{key} {old} there, {new} here")
-    if diffs:
-        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-        raise CliError(
-            f"{last} was written by a different run ({shown}): pass another --out, or delete "
-            f"{last.parent} to start over"
-        )
+    return diffs
+
+
+def _shown(diffs: list[str]) -> str:
+    return "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
 
 
 def train_summary(
     history: dict, cfg: TrainConfig, run_dir: Path, base_label: str, validating: bool
 ) -> list[str]:
     """The lines printed after training: steps, time, best validation PSNR, files, alerts."""
+    from srlib.train import phase_validations
+
     steps = history["step"][-1] if history["step"] else 0
     seconds = history["train_seconds"]
     took = f"{seconds:.0f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
@@ -285,12 +559,14 @@ def train_summary(
         f"{'interrupted' if history['interrupted'] else 'done'}: {steps} of {cfg.steps} steps in "
         f"{took}" + (f" ({rate:.1f} samples/s)" if rate else "")
     ]
-    val = history["val"]
-    if val["psnr"]:
-        i = max(range(len(val["psnr"])), key=val["psnr"].__getitem__)
-        base = val["base_psnr"]
-        gain = "" if base is None else f", {val['psnr'][i] - base:+.2f} dB over {base_label}"
-        best = f"best validation PSNR: {val['psnr'][i]:.2f} dB at step {val['step'][i]}"
+    for phase in history.get("phases") or []:
+        lines.append(f"new phase from step {phase['step']}: the data changed ({phase['change']})")
+    val_steps, val_psnrs = phase_validations(history)  # the best of this phase's photos
+    if val_psnrs:
+        i = max(range(len(val_psnrs)), key=val_psnrs.__getitem__)
+        base = history["val"]["base_psnr"]
+        gain = "" if base is None else f", {val_psnrs[i] - base:+.2f} dB over {base_label}"
+        best = f"best validation PSNR: {val_psnrs[i]:.2f} dB at step {val_steps[i]}"
         lines.append(best + gain)
         lines.append(f"best weights: {run_dir / 'best.pt'}")
     elif validating:
@@ -298,6 +574,8 @@ def train_summary(
     else:
         lines.append("no validation photos (--val-fraction 0, or a single photo): no best.pt")
     lines.append(f"last checkpoint: {run_dir / 'last.pt'}, history: {run_dir / 'history.json'}")
+    for a in history.get("cleared_alerts") or []:
+        lines.append(f"note: the alert of step {a['step']} was cleared at step {a['cleared']}")
     lines += [f"ALERT: {a['message']}" for a in history["alerts"]]
     if history["interrupted"]:
         lines.append("to resume, run the same command again")
@@ -308,9 +586,11 @@ class RunLog:
     """fit's on_validation: writes history.json (atomically) and, if installed, TensorBoard scalars.
 
     The first call of a session rewrites every scalar (a resumed run's earlier steps too) into a
-    new event file and deletes the older event files of the folder, so TensorBoard shows each
-    step once however often the run was resumed. (TensorBoard's own purge_step compares wall
-    times, and two sessions within a clock tick kept both copies.)
+    new event file and deletes the run's older event files, so TensorBoard shows each step once
+    however often the run was resumed. Only event files the run wrote itself (their names are
+    kept in RUN_MANIFEST) are ever deleted: another tool's logs in the folder stay. (TensorBoard's
+    own purge_step compares wall times, two sessions within a clock tick kept both copies, and it
+    hides other writers' steps too.) A failed write raises srlib.train.RunWriteError.
     """
 
     def __init__(self, run_dir: Path):
@@ -325,6 +605,19 @@ class RunLog:
         self.summary_writer = SummaryWriter
 
     def __call__(self, history: dict) -> None:
+        from srlib.train import RunWriteError
+
+        try:
+            self._write(history)
+        except OSError as e:  # disk full, read-only: the folder and the cause, in one line
+            raise RunWriteError(
+                f"cannot write to the run folder {self.run_dir}: {e.strerror or e}"
+            ) from e
+
+    def _events(self) -> set[str]:
+        return {p.name for p in self.run_dir.glob("events.out.tfevents.*")}
+
+    def _write(self, history: dict) -> None:
         from srlib.io import atomic_write
 
         with atomic_write(self.run_dir / "history.json", "w", encoding="utf-8") as f:
@@ -332,19 +625,24 @@ class RunLog:
         if self.summary_writer is None:
             return
         if self.writer is None:
-            for old in self.run_dir.glob("events.out.tfevents.*"):  # all rewritten below
-                old.unlink()
-            self.writer = self.summary_writer(str(self.run_dir), purge_step=0)
+            manifest = read_manifest(self.run_dir)
+            for name in manifest.get("events") or []:  # this run's own: all rewritten below
+                if isinstance(name, str) and EVENT_FILE.fullmatch(name):
+                    (self.run_dir / name).unlink(missing_ok=True)
+            before = self._events()
+            self.writer = self.summary_writer(str(self.run_dir))
+            manifest["events"] = sorted(self._events() - before)
+            write_manifest(self.run_dir, manifest)
         w, steps, train, val = self.writer, history["step"], history["train"], history["val"]
         done = len(train.get("total", ()))  # loss parts are fetched from the device in batches
         for i in range(self.train_done, done):
             for part, values in train.items():
                 w.add_scalar(f"train/{part}", values[i], steps[i])
             w.add_scalar("lr", history["lr"][i], steps[i])
-        base = val["base_psnr"]
         for i in range(self.val_done, len(val["psnr"])):
             w.add_scalar("val/psnr", val["psnr"][i], val["step"][i])
             w.add_scalar("val/loss", val["loss"][i], val["step"][i])
+            base = _base_at(history, val["step"][i])  # each data phase has its own base
             if base is not None:
                 w.add_scalar("val/gain_db", val["psnr"][i] - base, val["step"][i])
         self.train_done, self.val_done = done, len(val["psnr"])
@@ -353,6 +651,15 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+
+def _base_at(history: dict, step: int) -> float | None:
+    """The base upscale's validation PSNR in force at `step` (phases change it)."""
+    for phase in history.get("phases") or []:
+        if step <= phase["step"]:
+            return phase["base_psnr"]  # the base of the phase this one followed
+    return history["val"]["base_psnr"]
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -395,6 +702,20 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         default=None,
         help="the run folder, e.g. runs/mine: sets --out-dir and --name (default runs/run)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in OUT even if it holds another run or files that are not this "
+        "run's (replacing last.pt, best.pt, history.json and the run's own TensorBoard files; "
+        "other files are left alone)",
+    )
+    train.add_argument(
+        "--new-phase",
+        action="store_true",
+        help="resume a run whose photos changed (added, removed, edited, another split), as a "
+        "new phase: its validation baseline measured again, best.pt and the verdict judged on "
+        "the new validation photos",
     )
     train.add_argument(
         "--val-fraction",

@@ -32,8 +32,9 @@ class FakeCommons:
     """Files, categories and per-file fault queues; `log` records every request in order.
 
     File faults, consumed one per GET of that file: reset, 429, 503, html, html_as_image,
-    notimage, slow, badsha, truncate, nolen_truncate, norange, trickle, and len:<value> (the
-    body with that Content-Length header, e.g. len:abc).
+    notimage, slow, badsha, truncate, nolen_truncate, norange, trickle, drip (one byte every
+    `drip_s`, the whole body), and len:<value> (the body with that Content-Length header,
+    e.g. len:abc).
     API faults, one per API request: maxlag, 429, 503, reset.
     """
 
@@ -49,6 +50,7 @@ class FakeCommons:
         self.retry_after = "0.05"
         self.slow_s = 1.0
         self.trickle = (8192, 0.03)  # bytes per write, pause after each
+        self.drip_s = 0.02  # pause after each byte of a "drip" answer
         self.log: list[dict] = []
         self.lock = threading.Lock()
         self.base = ""
@@ -285,6 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("truncate", "nolen_truncate"):
             self.wfile.write(body[: len(body) // 2])
             return  # HTTP/1.0: the connection closes here, half-way through the body
+        if fault == "drip":  # never slower than a socket timeout: only a deadline ends it
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(fake.drip_s)
+            return
         if fault == "trickle":
             step, pause = fake.trickle
             for i in range(0, len(body), step):

@@ -381,3 +381,142 @@ def test_png_compression_flag(tmp_path, ckpt, capsys):
     capsys.readouterr()
     assert _up(ckpt, src, "-o", tmp_path / "x", "--png-compression", "10") == 2
     assert "--png-compression" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. A checkpoint's model_config is checked against its weights before any model is built
+
+
+def crafted_checkpoint(path: Path, **config) -> Path:
+    """A small file whose model_config asks for a huge model (issue 24: 1,441 bytes, 16 s)."""
+    from srlib.models import UNetUpscaler
+    from srlib.train import save_checkpoint
+
+    model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
+    save_checkpoint(path, model=model.state_dict(), model_config={**model.config, **config})
+    return path
+
+
+@pytest.fixture
+def conv_sizes(monkeypatch) -> list[int]:
+    """in_channels * out_channels of every Conv2d made during the test (a model's size)."""
+    made = []
+    init = torch.nn.Conv2d.__init__
+
+    def counting(self, in_channels, out_channels, *args, **kwargs):
+        made.append(in_channels * out_channels)
+        init(self, in_channels, out_channels, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", counting)
+    return made
+
+
+CRAFTED = [dict(refine_blocks=20000), dict(encoder_channels=[3000] * 3)]
+
+
+@pytest.mark.parametrize("config", CRAFTED, ids=["refine_blocks", "encoder_channels"])
+@pytest.mark.parametrize("command", ["info", "upscale", "export", "export --onnx"])
+def test_a_crafted_model_config_is_refused_before_a_model_is_built(
+    tmp_path, capsys, conv_sizes, config, command
+):
+    path = crafted_checkpoint(tmp_path / "crafted.pt", **config)
+    conv_sizes.clear()  # from here on
+    argv = {
+        "info": ["info", path],
+        "upscale": ["upscale", _photo(tmp_path / "a.png"), "-o", tmp_path / "out", "-q"],
+        "export": ["export", path, tmp_path / "small.pt"],
+        "export --onnx": ["export", "--onnx", path, tmp_path / "small.onnx"],
+    }[command]
+    if command == "upscale":
+        argv += ["--checkpoint", path]
+    assert main(list(map(str, argv))) == 2
+    err = capsys.readouterr().err
+    key = next(iter(config))
+    assert len(err.splitlines()) == 1 and f"model_config {key}=" in err, err
+    assert "a corrupt or crafted checkpoint" in err
+    assert len(conv_sizes) == 0  # refused before a single layer was made
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("small.*"))
+
+
+@pytest.mark.parametrize("config", CRAFTED, ids=["refine_blocks", "encoder_channels"])
+def test_load_model_and_hubconf_refuse_a_crafted_model_config(
+    tmp_path, monkeypatch, conv_sizes, config
+):
+    import importlib.util
+
+    import srlib.train
+
+    path = crafted_checkpoint(tmp_path / "crafted.pt", **config)
+    conv_sizes.clear()  # from here on
+    with pytest.raises(ValueError, match="a corrupt or crafted checkpoint"):
+        load_model(path)
+    spec = importlib.util.spec_from_file_location(
+        "hubconf", Path(srlib.__file__).parents[1] / "hubconf.py"
+    )
+    hub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hub)
+    crafted = srlib.train.load_checkpoint(path)
+    monkeypatch.setattr(srlib.train, "load_checkpoint", lambda *args, **kwargs: crafted)
+    with pytest.raises(ValueError, match="a corrupt or crafted checkpoint"):
+        hub.unet_x2()  # as if checkpoints/unet_x2.pt were this file
+    assert conv_sizes == []
+
+
+def test_weights_that_do_not_match_their_config_are_one_clear_error(tmp_path, capsys):
+    from srlib.models import check_model_config
+
+    path = crafted_checkpoint(tmp_path / "other.pt", refine_blocks=2, encoder_channels=[8, 16, 8])
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model_config does not match the weights: 8 missing" in err
+    assert "of another shape (e.g. encoder.stages.2.0.weight" in err
+    # A view that claims a big shape but stores one number (stride 0) is no real weight.
+    state = {"w": torch.zeros(1).expand(3000, 3, 3, 3)}
+    with pytest.raises(ValueError, match="claims shape"):
+        check_model_config({"arch": "UNetUpscaler"}, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Sizes and numbers that cannot work are refused before any work
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--threads", "-1"], "--threads must be at least 1, got -1"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--tile", "0"], "--tile must be at least 1, got 0"),
+        (["--tile", "-5"], "--tile must be at least 1, got -5"),
+        (["--overlap", "-5"], "--overlap must be at least 0, got -5"),
+        (["--scale", "0"], "--scale must be at least 2, got 0"),
+        (["--max-output-pixels", "0"], "--max-output-pixels must be at least 1, got 0"),
+    ],
+)
+def test_upscale_numbers_that_cannot_work_exit_2(tmp_path, ckpt, capsys, flags, expected):
+    threads = torch.get_num_threads()
+    assert _up(ckpt, _photo(tmp_path / "a.png"), "-o", tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {expected}\n"
+    assert not (tmp_path / "out").exists() and torch.get_num_threads() == threads
+
+
+def test_an_output_too_large_is_refused_before_any_work(tmp_path, ckpt, capsys, monkeypatch):
+    src = _photo(tmp_path / "small.png", h=16, w=24)
+    with monkeypatch.context() as m:
+        m.setattr(cli, "_resize", None)  # any work would fail loudly
+        m.setattr("srlib.infer.upscale_image", None)
+        # Issue 24: x16384 planned for a 24x16 PNG (intermediates of 4.8, then 19 GB).
+        assert _up(ckpt, src, "-o", tmp_path / "out", "--outscale", "9999") == 1
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and "error: " in err
+        assert "x16384 of 24x16 would make 393216x262144 = 103,079,215,104 pixels" in err
+        assert "over --max-output-pixels 1,431,655,760" in err
+        assert "done: 0 written, 0 skipped, 1 failed" in out
+        assert list((tmp_path / "out").iterdir()) == []
+        # The bound is on the model's output, before an --outscale downscale: 24x16 x2.
+        flags = ("--outscale", "1.5", "--max-output-pixels", 1535)
+        assert _up(ckpt, src, "-o", tmp_path / "out", *flags) == 1
+        assert "x2 of 24x16 would make 48x32 = 1,536 pixels" in capsys.readouterr().err
+    flags = ("--outscale", "1.5", "--max-output-pixels", 1536)
+    assert _up(ckpt, src, "-o", tmp_path / "out", *flags) == 0
+    assert Image.open(tmp_path / "out" / "small_x1.5.png").size == (36, 24)

@@ -621,3 +621,67 @@ def test_formats_are_validated_and_aliases_accepted(fake, tmp_path, capsys):
         commons.main([*argv, "--out", str(tmp_path / "d"), "--formats", "jpg,webm"])
     assert exit_.value.code == 2 and not (tmp_path / "d").exists()
     assert "--formats: unknown image format 'webm'; valid:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ slow servers, names
+
+
+def test_a_slow_drip_ends_at_the_deadline_and_the_next_run_resumes(fake, tmp_path):
+    """Issue 24: a byte every 0.5 s kept a 3 KB download going past 30 s with --timeout 3."""
+    (title,) = _add_files(fake, ["Drip.png"], size=(32, 24))
+    data = fake.files[title]
+    fake.faults[title] = ["drip"]
+    fake.drip_s = 0.01  # no read ever waits for the 0.5 s timeout; the whole file takes ~25 s
+    out = tmp_path / "images"
+    start = time.monotonic()
+    summary = download(
+        [_item(fake, title)], out, api=fake.api, progress=False, deadline=1.0, **FAST
+    )
+    assert time.monotonic() - start < 10  # the deadline, not the drip, ended it
+    ((_, reason),) = summary.failed
+    assert reason.startswith("over the deadline of 1 s per file (")
+    assert reason.endswith(f" of {len(data)} bytes kept for the next run)")
+    partial = out / f".{safe_name(title)}.partial"
+    kept = partial.read_bytes()
+    assert 16 <= len(kept) < len(data) and data.startswith(kept)  # what arrived, as it came
+    assert len(fake.file_requests(title)) == 1  # no retry after the deadline
+    again = download([_item(fake, title)], out, api=fake.api, progress=False, **FAST)
+    assert again.ok and fake.file_requests(title)[-1]["range"] == f"bytes={len(kept)}-"
+    _assert_clean(out, fake, [title])
+
+
+def test_bytes_of_a_slow_download_reach_the_partial_file_before_a_kill(fake, tmp_path):
+    (title,) = _add_files(fake, ["Drip.png"], size=(32, 24))
+    fake.faults[title] = ["drip"]
+    fake.drip_s = 0.05  # ~2 minutes for the file
+    listing = commons.write_list([_item(fake, title)], tmp_path / "list.tsv")
+    out = tmp_path / "images"
+    cmd = [sys.executable, "-m", "srlib.commons", "download", str(listing), "--out", str(out)]
+    cmd += ["--contact", CONTACT, "--timeout", "2", "--api", fake.api]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial, deadline = out / f".{safe_name(title)}.partial", time.monotonic() + 20
+    while commons._size(partial) < 16 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=10)
+    kept = partial.read_bytes() if partial.exists() else b""
+    assert len(kept) >= 16, "nothing that arrived reached the partial file"
+    assert fake.files[title].startswith(kept)
+    fake.faults.clear()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert fake.file_requests(title)[-1]["range"].startswith("bytes=")  # resumed
+    _assert_clean(out, fake, [title])
+
+
+def test_png_bytes_under_a_jpg_name_are_not_saved(fake, tmp_path):
+    """Issue 24: PNG bytes served as image/jpeg were saved as .jpg."""
+    title = fake.add("File:Mislabelled.jpg", make_image(40, 30, "PNG"))
+    good = fake.add("File:Labelled.png", make_image(40, 30, "PNG", seed=1))
+    out = tmp_path / "images"
+    items = [_item(fake, title, mime="image/jpeg"), _item(fake, good)]
+    summary = download(items, out, api=fake.api, progress=False, **FAST)
+    assert summary.failed == [(title, "png data under a .jpg name")]
+    assert len(fake.file_requests(title)) == 1  # permanent: not fetched again and again
+    _assert_clean(out, fake, [good])

@@ -164,6 +164,16 @@ def test_lazy_verify_survives_truncated_file(folder: Path) -> None:
     assert gt.shape == (3, 32, 32) and lq.shape == (3, 8, 8)
 
 
+def test_ten_thousand_skipped_files_make_one_short_warning() -> None:
+    """Issue 24: 10,000 tiny files made one 333 KB warning line; now the first few and a count."""
+    tiny = [(f"tiny{i:05d}", _noise(8, 8)) for i in range(10_000)]
+    with pytest.warns(UserWarning, match="skipped 10000 of 10001 images") as record:
+        SRDataset([("ok", _noise(40, 40)), *tiny], size=32, scale=4, crops_per_image=1)
+    message = str(record[0].message)
+    assert len(message) < 400 and "\n" not in message
+    assert message.endswith("tiny00004 (too small: 8x8 < 16 px) and 9,995 more")
+
+
 def test_small_images_upscaled_tiny_skipped() -> None:
     small, tiny = ("small", _noise(20, 24)), ("tiny", _noise(8, 8))
     with pytest.warns(UserWarning, match=r"skipped 1 of 2 images: tiny \(too small"):

@@ -278,3 +278,62 @@ def test_the_control_group_is_made_once_per_process_group(tmp_path, monkeypatch)
             assert len(made) == attempt + 1
         finally:
             torch.distributed.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------
+# `torchrun -m srlib train`: exit codes and error lines (issue 24)
+
+TRAIN = """
+import sys
+sys.path.insert(0, {repo!r})
+import srlib.train
+from srlib.__main__ import main
+
+if {early_alert!r}:  # three validations at the base (an alert), then learning: it clears
+    scores = iter([30.0, 30.0, 30.0, 30.5])
+    srlib.train.base_psnr = lambda *args, **kwargs: 30.0
+    srlib.train.validate = lambda *args, **kwargs: (0.1, next(scores))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def torchrun_train(tmp_path, *argv, early_alert=False) -> subprocess.CompletedProcess:
+    """`python -m srlib train ARGV` in 2 processes under torchrun, gloo on the CPU."""
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir(exist_ok=True)
+    for i in range(4):
+        pixels = np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / f"p{i}.png")
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN.format(repo=os.getcwd(), early_alert=early_alert))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
+        *("--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script)),
+        *("train", "--preset", "smoke", "--data", str(photos), "--crops-per-image", "2"),
+        *("--device", "cpu", *argv),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_exit_code_follows_the_run_as_it_ends(tmp_path):
+    """Issue 24: a run that learned (+0.61 dB) ended in exit 1 and a ChildFailedError."""
+    done = torchrun_train(
+        tmp_path, "--out", str(tmp_path / "run"), "--steps", "8", early_alert=True
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("note: the alert of step 6 was cleared at step 8") == 1  # rank 0
+    assert "ChildFailedError" not in done.stderr and "Traceback" not in done.stderr
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["alerts"] == []
+
+
+def test_torchrun_says_an_error_once_on_a_line_of_its_own(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    done = torchrun_train(tmp_path, "--out", str(tmp_path / "file"))
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error: " in line]
+    assert errors == [f"error: --out {tmp_path / 'file'} is a file; it takes the run folder"]
+    assert (tmp_path / "file").read_text() == "mine"

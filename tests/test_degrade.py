@@ -199,6 +199,10 @@ def test_bad_settings_raise_clear_errors():
         dict(blur_prob=1.5),
         dict(noise_prob=float("nan")),
         dict(sigma=(0, 1)),
+        dict(sigma=(1, float("inf"))),  # issue 24: accepted, a kernel without end
+        dict(resize_range=(0.5, float("inf"))),
+        dict(poisson_scale=(0, float("inf"))),
+        dict(kernel_size=(7, float("inf"))),
     ]:
         with pytest.raises(ValueError, match=next(iter(bad))):
             Pass(**bad)

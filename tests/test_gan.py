@@ -234,13 +234,22 @@ def test_new_fields_mean_as_before_when_absent():
     assert TrainConfig().gan == "none" and TrainConfig().ema == 0.0  # off by default
 
 
-@pytest.mark.parametrize("run", [dict(gan="unet"), dict(ema=0.999)])
-def test_gan_and_ema_refuse_several_processes(tmp_path, monkeypatch, run):
+@pytest.mark.parametrize(
+    "run, named, not_named",
+    [
+        (dict(gan="unet"), "GAN training (gan 'unet')", "EMA"),
+        (dict(ema=0.999), "an EMA of the weights (ema 0.999)", "GAN"),  # issue 24: told "GAN"
+    ],
+)
+def test_gan_and_ema_refuse_several_processes(tmp_path, monkeypatch, run, named, not_named):
     import srlib.train
 
     monkeypatch.setattr(srlib.train, "_rank_and_world", lambda: (0, 2))
-    with pytest.raises(ValueError, match="GAN training runs in one process"):
+    with pytest.raises(ValueError) as caught:
         fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, **run), progress=False)
+    message = str(caught.value)
+    assert named in message and not_named not in message
+    assert message.endswith("runs in one process for now, not torchrun's 2")
 
 
 def test_the_loss_plot_shows_the_gan_parts():

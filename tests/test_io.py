@@ -17,6 +17,7 @@ from srlib import data, infer, metrics
 from srlib.__main__ import main
 from srlib.io import (
     IMAGE_EXTENSIONS,
+    ExtraFramesWarning,
     ImageLoadError,
     LostPrecisionWarning,
     NotAnImageError,
@@ -384,3 +385,34 @@ def test_png_compression_levels_are_lossless_and_trade_size(tmp_path):
     with pytest.raises(ValueError, match="0-9"):
         save_image(img, tmp_path / "bad.png", png_compression=10)
     save_image(img, tmp_path / "a.jpg", "jpg", png_compression=1)  # ignored for other formats
+
+
+def _frames(path: Path, n: int, **save) -> Path:
+    """An n-frame file (animated GIF/PNG/WebP, multi-page TIFF): frame i is grey level 60 i."""
+    frames = [Image.new("RGB", (12, 8), (60 * i,) * 3) for i in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], **save)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.gif", "anim.png", "anim.webp", "pages.tif"])
+def test_animated_and_multipage_files_warn_that_one_frame_is_upscaled(
+    tmp_path: Path, ckpt, capsys, name: str
+) -> None:
+    path = _frames(tmp_path / "in" / name, 3)
+    with pytest.warns(ExtraFramesWarning, match="of 3 frames; only the first frame is read"):
+        im = open_image(path)
+    assert np.asarray(im.convert("L")).max() == 0  # the first frame, fully decoded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # training crops take the first frame silently
+        assert data.load_image(path).shape == (8, 12, 3)
+    out = tmp_path / "out"
+    assert main(["upscale", str(path), "-o", str(out), "--checkpoint", str(ckpt), "-q"]) == 0
+    streams = capsys.readouterr()
+    assert f"warning: {path}: an animated or multi-page" in streams.err
+    assert f"ok: {path}" in streams.out
+    # One frame: no warning.
+    single = _frames(tmp_path / "in" / f"single_{name}", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_image(single)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -693,3 +694,135 @@ def test_the_preset_follows_the_machine_and_sets_the_unet_size(monkeypatch):
     args = model_args("gpu", "unet")
     args["refine_blocks"] = 1  # a copy: the table itself is not changed
     assert model_args("gpu", "unet")["refine_blocks"] == 16
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 24: the same run, its data, its verdict
+
+
+def _record(*names, val=("v",)):
+    """A `data` record of fit: photo name -> [bytes, hash]."""
+    return {
+        "train": {n: [100, n] for n in names},
+        "val": {n: [100, n] for n in val},
+        "val_fraction": 0.1,
+    }
+
+
+def test_a_run_moved_or_renamed_is_the_same_run(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 4 * 4 + 2), None,
+            cfg(tmp_path / "a"), progress=False)  # fmt: skip
+    (tmp_path / "a" / "t").rename(tmp_path / "a" / "renamed")  # the folder renamed
+    (tmp_path / "a").rename(tmp_path / "moved")  # and moved
+    run = cfg(tmp_path / "moved", name="renamed")
+    hist = fit(tiny_model(), PixelLoss("l1"), pairs(), None, run, progress=False)
+    assert hist["step"] == list(range(1, 7))  # resumed at step 3: not refused, not restarted
+
+
+def test_resuming_on_other_data_is_refused_unless_a_new_phase(tmp_path, capsys):
+    run = cfg(tmp_path, val_every=2, checkpoint_every=2)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 4 * 4 + 2), pairs(4, seed=1),
+            run, progress=False, data=_record("a", "b"))  # fmt: skip
+    last = tmp_path / "t" / "last.pt"
+    assert load_checkpoint(last)["data"] == _record("a", "b")
+    before = last.read_bytes()
+    for other, change in [
+        (_record("a", "b", "c"), "1 photo(s) added (c)"),
+        (_record("a"), "1 photo(s) removed (b)"),
+        (
+            {**_record("a", "b"), "train": {"a": [100, "a"], "b": [101, "b2"]}},
+            "1 photo(s) changed (b)",
+        ),
+        (_record("a", "v", val=("b",)), "2 photo(s) moved between training and validation"),
+        ({**_record("a", "b"), "val_fraction": 0.2}, "val_fraction 0.1 then, 0.2 now"),
+    ]:
+        with pytest.raises(ValueError, match=r"was trained on other data \(" + re.escape(change)):
+            fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4, seed=1), run, progress=False,
+                data=other)  # fmt: skip
+        assert last.read_bytes() == before  # nothing written
+    # The same photos (where they were is not compared): resumes.
+    same = {**_record("a", "b"), "about": "somewhere else"}
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 4), pairs(4, seed=1), run,
+            progress=False, data=same)  # fmt: skip
+    # A new phase: validated on other photos from here, with a baseline of their own.
+    capsys.readouterr()
+    hist = fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4, seed=2), run, progress=False,
+               data=_record("a", "b", "c"), new_phase=True)  # fmt: skip
+    (phase,) = hist["phases"]
+    assert phase["step"] == 4 and phase["change"] == "1 photo(s) added (c)"
+    assert phase["base_psnr"] != hist["val"]["base_psnr"]  # measured again, on seed-2 photos
+    assert "new phase from step 4 on changed data (1 photo(s) added (c))" in capsys.readouterr().out
+    assert hist["val"]["step"] == [2, 4, 6]
+    best = load_checkpoint(tmp_path / "t" / "best.pt")
+    assert best["step"] == 6 and best["data"] == _record("a", "b", "c")  # this phase's best
+    assert load_checkpoint(last)["data"] == _record("a", "b", "c")
+
+
+def test_a_checkpoint_from_before_data_was_recorded_still_resumes(tmp_path):
+    from srlib.train import save_checkpoint
+
+    torch.manual_seed(0)
+    full = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path / "a"), progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), PixelLoss("l1"), Interrupting(pairs(), 4 * 4 + 2), None,
+            cfg(tmp_path / "b"), progress=False)  # fmt: skip
+    last = tmp_path / "b" / "t" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert "data" not in ckpt  # fit without `data` records none
+    hist = ckpt["history"]
+    for key in ("cleared_alerts", "phases"):  # as an older srlib wrote it
+        del hist[key]
+    save_checkpoint(last, **ckpt)
+    resumed = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path / "b"),
+                  progress=False, data=_record("a"))  # fmt: skip
+    assert resumed["train"]["total"] == full["train"]["total"] and resumed["phases"] == []
+    assert load_checkpoint(last)["data"] == _record("a")  # recorded from now on
+
+
+def test_an_early_alert_that_clears_is_not_the_verdict(tmp_path, monkeypatch, capsys):
+    """Issue 24: +0.14 dB at the end, yet 'NOT LEARNING' from step 15 on, and exit 3."""
+    import srlib.train as train
+
+    scores = iter([30.0, 30.0, 30.0, 30.5])  # three validations at the base, then learning
+    monkeypatch.setattr(train, "base_psnr", lambda *args, **kwargs: 30.0)
+    monkeypatch.setattr(train, "validate", lambda *args, **kwargs: (0.1, next(scores)))
+    run = cfg(tmp_path, steps=8, val_every=2, checkpoint_every=2)
+    with pytest.warns(train.NotLearningWarning):  # the early warning, at step 6
+        hist = fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4), run, progress=False)
+    assert hist["alerts"] == []  # the verdict: as the run ends, it learns
+    (cleared,) = hist["cleared_alerts"]
+    assert cleared["step"] == 6 and cleared["cleared"] == 8
+    assert "learning now; the alert of step 6 is cleared" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "t" / "last.pt")["history"]["alerts"] == []
+
+
+def test_no_checkpoint_is_named_when_none_holds_the_last_finite_weights(tmp_path):
+    run = cfg(tmp_path, steps=9, checkpoint_every=6, val_every=100, log_every=1)
+    with pytest.raises(FloatingPointError) as caught:
+        fit(tiny_model(), NaNAfter(2), pairs(), None, run, progress=False)
+    message = str(caught.value)
+    assert "no checkpoint of this run was written yet (the first is at step 6)" in message
+    assert "keeps" not in message and not (tmp_path / "t" / "last.pt").exists()
+    with pytest.raises(
+        FloatingPointError, match=r"last.pt keeps the last finite weights \(step 6\)"
+    ):
+        fit(tiny_model(), NaNAfter(8), pairs(), None, run, resume=False, progress=False)
+
+
+def test_a_resume_of_a_checkpoint_without_optimizer_state_is_refused(tmp_path):
+    from srlib.train import save_checkpoint
+
+    fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
+    last = tmp_path / "t" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["optimizer"]  # e.g. an exported checkpoint copied over last.pt
+    save_checkpoint(last, **ckpt)
+    with pytest.raises(ValueError, match="cannot be resumed: it has no optimizer"):
+        fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
