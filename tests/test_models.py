@@ -235,7 +235,8 @@ def test_bad_arguments():
 def test_unet_resblocks_start_as_the_identity_resnet_unet_decoder_does_not():
     from srlib.models import ResBlock
 
-    blocks = [m for m in UNetUpscaler(2).modules() if isinstance(m, ResBlock)]
+    deep = UNetUpscaler(2, (32, 32, 64), (32, 32), refine_blocks=16)  # the GPU presets' UNet
+    blocks = [m for m in deep.modules() if isinstance(m, ResBlock)]
     assert len(blocks) == 18  # one per decoder block (2) + 16 refine blocks at full LR
     x = torch.rand(1, 32, 8, 8)
     assert all(torch.equal(b(x), x) for b in blocks[-16:])
