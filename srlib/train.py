@@ -321,10 +321,32 @@ def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, dict]:
     """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint).
 
-    A checkpoint whose weights hold NaN or inf (a diverged run) is refused with ValueError:
-    it would only ever produce black or garbage images.
+    `path`: an srlib checkpoint, an srlib .safetensors export (read without pickle), or any
+    other model file spandrel recognises (Real-ESRGAN, Compact, SPAN, ...: `srlib.community.
+    SpandrelModel`, its "checkpoint" then just {"model_config": ...}). A checkpoint whose
+    weights hold NaN or inf (a diverged run) is refused with ValueError: it would only ever
+    produce black or garbage images.
     """
-    ckpt = load_checkpoint(path, map_location=device)
+    ckpt, error = None, None
+    if Path(path).suffix.lower() == ".safetensors":
+        from srlib.export import read_safetensors
+
+        ckpt = read_safetensors(path)  # None: not written by srlib
+    else:
+        try:
+            ckpt = load_checkpoint(path, map_location=device)
+        except Exception as e:  # truncated, not a torch file, or a pickle weights_only refuses
+            error = e
+    if not (isinstance(ckpt, dict) and "model_config" in ckpt):
+        from srlib.community import load_spandrel
+
+        try:
+            model = load_spandrel(path)
+        except (ImportError, ValueError):
+            if error is not None:
+                raise error from None  # neither reads it: the checkpoint's own error
+            raise
+        return model.to(device).eval(), {"model_config": model.config}
     bad = nonfinite_tensors(ckpt["model"])
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")

@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from srlib.train import TrainConfig
 
 
-TRAIN_MODELS = {"unet": "UNetUpscaler", "resnet": "ResNetUNetUpscaler"}  # --model -> srlib.models
+# --model -> the class's name in srlib.models, or in srlib.community (Compact, SPAN)
+TRAIN_MODELS = {
+    "unet": "UNetUpscaler",
+    "resnet": "ResNetUNetUpscaler",
+    "compact": "Compact",
+    "span": "SPAN",
+}
 # TrainConfig text fields that take one of a few values (the others take any text).
 TRAIN_CHOICES = {
     "loss": ("l1", "l2", "perceptual"),
@@ -104,7 +110,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
     """cmd_train once the processes have joined: data, model, fit, summary; the exit code."""
     import torch.distributed as dist
 
-    from srlib import data, models
+    from srlib import community, data, models
     from srlib.train import fit, loss_for, seed_everything
 
     main_process = rank == 0
@@ -127,7 +133,9 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
                 val_src, crops_per_image=VAL_CROPS_PER_IMAGE, train=False, **crop_args
             )
         seed_everything(cfg.seed)  # the same initial weights for the same config
-        model = getattr(models, TRAIN_MODELS[args.model])(scale=cfg.scale)
+        name = TRAIN_MODELS[args.model]
+        model = getattr(models, name, None) or getattr(community, name)
+        model = model(scale=cfg.scale)
         loss_fn = loss_for(cfg)
     except ValueError as e:  # patch size vs scale, no usable image, a scale the models lack
         raise CliError(_one_line(e)) from e
@@ -375,8 +383,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         choices=list(TRAIN_MODELS),
         default="unet",
-        help="unet: UNetUpscaler; resnet: ResNetUNetUpscaler, frozen ImageNet ResNet18 encoder "
-        "(default %(default)s)",
+        help="unet: UNetUpscaler; resnet: ResNetUNetUpscaler, frozen ImageNet ResNet18 encoder; "
+        "compact: SRVGGNetCompact (Real-ESRGAN's small model); span: SPAN; compact and span "
+        "export to what chaiNNer, ComfyUI and upscayl open (see export) (default %(default)s)",
     )
     train.add_argument(
         "--data",
