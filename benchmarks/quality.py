@@ -397,8 +397,8 @@ def main() -> None:
     alerts = little_learners(results, {key: m["psnr_y"] for key, m in bicubic.items()})
     notes = (
         "PSNR/SSIM on Y (BT.601) with `scale` border px cropped, on the benchmark's LR files; x4 = "
-        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever of the peers trained "
-        "here (ESPCN, residual CNN, seed design, Compact, SPAN) has the higher PSNR on that set). "
+        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever peer in the table "
+        "(ESPCN, residual CNN, seed design, Compact, SPAN) has the higher PSNR on that set). "
         "detail = high-frequency energy of "
         "sr / gt above the LR Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether "
         "the frozen ResNet18s a model uses (encoder, perceptual loss) had ImageNet weights."
