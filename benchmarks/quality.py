@@ -1,7 +1,7 @@
 """Quality at equal training time: srlib's models vs three peers on Set5/Set14.
 
     python benchmarks/quality.py --train ../shared/datasets/T91 --bench ../shared/datasets \
-        --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,rescnn,seed] \
+        --budget 600 [--models unet,resnet_l1,resnet_perceptual,espcn,rescnn,seed,compact,span] \
         [--threads 1 --jobs 2] [--out results.md]
     python benchmarks/quality.py ... --steps 3000 --models "unet,unet(refine_blocks=4),rescnn" \
         --plot flops.png --csv results.csv        # quality vs FLOPs at equal steps
@@ -13,7 +13,8 @@ the same images, crops (a fresh, identically seeded SRDataset each) and batch or
 is evaluated by `srlib.metrics.evaluate` on the benchmark's own LR files: PSNR/SSIM on Y with
 `scale` border pixels cropped, as in the papers. x4 is two x2 passes. The table also gives
 measured bicubic (MATLAB) and published rows per set, and the PSNR/SSIM difference of each row
-to bicubic (MATLAB) and to the best trained peer (ESPCN, residual CNN or seed design).
+to bicubic (MATLAB) and to the best trained peer (ESPCN, residual CNN, seed design, or the
+community's Compact and SPAN, srlib.community).
 Each model trains at its own peak learning rate (the `lr` in MODELS, from its own lr search;
 `--lr 1e-3` sets one for all, `--lr rescnn=5e-4` one model's). `--train` takes several folders
 (e.g. T91 and BSD200), never one holding the benchmark's images. A model that gains less than
@@ -56,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import ESPCN, ResidualCNN, SeedUpscaler  # noqa: E402
 
 from srlib import infer, metrics  # noqa: E402
+from srlib.community import SPAN, Compact  # noqa: E402
 from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
 from srlib.degrade import DEGRADATIONS  # noqa: E402
 from srlib.io import atomic_write  # noqa: E402
@@ -70,14 +72,19 @@ from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line  
 from srlib.resize import degrade_label, upsample_label  # noqa: E402
 from srlib.train import TrainConfig, fit  # noqa: E402
 
-PEERS = ("espcn", "rescnn", "seed")
+PEERS = ("espcn", "rescnn", "seed", "compact", "span")
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column
 # name -> (label, loss, peak lr, constructor(scale, base)). The lr is each model's own best:
 # rescnn's from its search (benchmarks/results/peer_rescnn_600s.md: 2e-3 collapsed one seed;
 # on T91 + BSD200, with its small-tail start, 1e-3 beat 5e-4 and 1.4e-3: issue13_round5_log.txt);
 # unet's from 1e-3 / 2e-3 / 3e-3 (README, issue 13's third round: as good as 2e-3 on average,
 # and no run at 1e-3 broke Barbara's x4, which half the runs at 2e-3 did); the ResNet-UNets use
-# TrainConfig's default; ESPCN and the seed design were not searched.
+# TrainConfig's default; ESPCN and the seed design were not searched. compact and span
+# (srlib.community: the community's small architectures, as peers of the UNet) were not searched
+# either: SPAN's published training starts at 5e-4 (Adam, L1; Wan et al. 2024); Real-ESRGAN
+# trains at 2e-4, but for 10^6 steps on a GPU, and srlib's short CPU budgets favour higher lrs
+# (the plain residual CNN, the nearest in kind to Compact, searched best at 1e-3), so compact
+# starts at 5e-4 too.
 MODELS: dict[str, tuple[str, str, float, Callable[[int, str], nn.Module]]] = {
     "unet": ("UNet (L1)", "l1", 1e-3, lambda s, b, **kw: UNetUpscaler(s, base=b, **kw)),
     "resnet_l1": (
@@ -100,6 +107,8 @@ MODELS: dict[str, tuple[str, str, float, Callable[[int, str], nn.Module]]] = {
         2e-3,
         lambda s, b, **kw: SeedUpscaler(s, pretrained=True, **kw),
     ),
+    "compact": ("Compact (L1, peer)", "l1", 5e-4, lambda s, b, **kw: Compact(s, **kw)),
+    "span": ("SPAN (L1, peer)", "l1", 5e-4, lambda s, b, **kw: SPAN(s, **kw)),
 }
 # The class behind each key: what a model spec's arguments are checked against.
 CLASSES: dict[str, type[nn.Module]] = {
@@ -109,6 +118,8 @@ CLASSES: dict[str, type[nn.Module]] = {
     "espcn": ESPCN,
     "rescnn": ResidualCNN,
     "seed": SeedUpscaler,
+    "compact": Compact,
+    "span": SPAN,
 }
 
 
@@ -473,8 +484,9 @@ def main() -> None:
     alerts = little_learners(results, {key: m["psnr_y"] for key, m in bicubic.items()})
     notes = (
         "PSNR/SSIM on Y (BT.601) with `scale` border px cropped, on the benchmark's LR files; x4 = "
-        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever of ESPCN, residual "
-        "CNN and seed design has the higher PSNR on that set). detail = high-frequency energy of "
+        "two x2 passes. Δ = PSNR dB / SSIM difference (best peer: whichever peer in the table "
+        "(ESPCN, residual CNN, seed design, Compact, SPAN) has the higher PSNR on that set). "
+        "detail = high-frequency energy of "
         "sr / gt above the LR Nyquist (1 = as detailed as gt, < 1 = blurrier). ImageNet: whether "
         "the frozen ResNet18s a model uses (encoder, perceptual loss) had ImageNet weights. "
         f"{FLOPS_NOTE}; x4 rows: both passes per x4 output pixel (1.25x a pass)."

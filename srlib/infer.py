@@ -82,7 +82,11 @@ def receptive_field(model: Upscaler, max_size: int = 2048) -> int:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(0)
             config = getattr(model, "config", None)
-            probe = build_model(config) if config else copy.deepcopy(model).cpu()
+            try:
+                probe = build_model(config) if config else None
+            except ValueError:  # an architecture srlib does not build (a community model)
+                probe = None
+            probe = copy.deepcopy(model).cpu() if probe is None else probe
             # Fresh random weights everywhere: a zero-initialised layer (the head's last conv)
             # would block the gradients this probe follows and hide the whole network.
             for m in probe.modules():
@@ -128,8 +132,13 @@ def _strip_radius(
 
 
 def auto_overlap(model: Upscaler) -> int:
-    """Default overlap: the receptive-field radius rounded up to a multiple of model.stride."""
-    return _round_up(receptive_field(model), model.stride)
+    """Default overlap: the receptive-field radius rounded up to a multiple of model.stride.
+
+    A model with an `overlap` attribute that is not None (a community model too large to
+    probe, `srlib.community.SpandrelModel`) gets that instead.
+    """
+    known = getattr(model, "overlap", None)
+    return _round_up(receptive_field(model) if known is None else known, model.stride)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -487,7 +496,13 @@ def export_checkpoint(
     fp32), model_config, config, step, a history summary and `metrics`; drops the optimizer
     and RNG state. `srlib.train.load_model` reads it (load_state_dict casts back to fp32).
     """
-    ckpt = load_checkpoint(src)
+    return write_inference_checkpoint(load_checkpoint(src), dst, metrics, half)
+
+
+def write_inference_checkpoint(
+    ckpt: dict, dst: str | os.PathLike, metrics: dict | None = None, half: bool = True
+) -> int:
+    """`export_checkpoint` of a checkpoint dict already read (e.g. from .safetensors)."""
     config = check_model_config(ckpt.get("model_config"), ckpt.get("model"))
     with torch.device("meta"):  # only the parameters' names are needed
         params = {name for name, _ in build_model(config).named_parameters()}
@@ -502,7 +517,7 @@ def export_checkpoint(
         config=ckpt.get("config"),
         step=ckpt.get("step"),
         history=summarize_history(ckpt.get("history") or {}),
-        metrics=dict(metrics or {}),
+        metrics=dict(metrics or ckpt.get("metrics") or {}),
     )
     return os.path.getsize(dst)
 
@@ -521,26 +536,11 @@ def summarize_history(history: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# ONNX
+# ONNX: srlib.export does it (and safetensors, NCNN); these names keep older callers working.
 
-# Resize has had mode "cubic" with cubic_coeff_a (torch's bicubic is Keys a = -0.75) and
-# "half_pixel" coordinates (align_corners=False) since opset 11; 18 is the oldest opset the
-# torch.export-based exporter writes.
-ONNX_OPSET = 18
-# Sizes unlike the export's example (odd, non-square, batch 2): a size baked into the graph shows.
+ONNX_OPSET = 17  # srlib.export.ONNX_OPSET: onnxruntime 1.17 opens it (IR version 8)
 ONNX_CHECK_SHAPES = ((1, 3, 32, 48), (1, 3, 57, 31), (2, 3, 64, 64))
 ONNX_TOLERANCE = 1e-4  # max abs difference to PyTorch, on outputs in [0, 1]
-
-
-class _Clamped(torch.nn.Module):
-    """model(lq).clamp(0, 1): what `upscale_tensor` returns, so the ONNX graph ends in a Clip."""
-
-    def __init__(self, model: Upscaler):
-        super().__init__()
-        self.model = model
-
-    def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        return self.model(lq).clamp(0, 1)
 
 
 def export_onnx(
@@ -550,66 +550,14 @@ def export_onnx(
     check_shapes: tuple[tuple[int, ...], ...] = ONNX_CHECK_SHAPES,
     tol: float = ONNX_TOLERANCE,
 ) -> dict[tuple[int, ...], float]:
-    """Write `model` as ONNX once onnxruntime matches PyTorch; returns max abs diff per shape.
+    """`srlib.export.export_onnx` with tensors named `lq` / `sr`, as this function always had.
 
-    The graph maps `lq` (B, 3, h, w) float32 RGB in [0, 1], any B, h, w, to `sr`
-    (B, 3, h*scale, w*scale) clamped to [0, 1]: `upscale_tensor`'s result, in one untiled pass
-    (memory grows with the image; tile large ones yourself). float32 weights whatever the
-    model's dtype. Random inputs of `check_shapes` run through onnxruntime and PyTorch; a
-    difference above `tol` raises ValueError and `path` is not written. Needs onnx, onnxscript
-    and onnxruntime (`pip install "srlib[onnx]"`).
+    Writes `model` (float32) once onnxruntime matches PyTorch within `tol` on `check_shapes`;
+    returns the max abs difference per shape. `python -m srlib export --format onnx` names the
+    tensors `input` / `output` instead, as chaiNNer's exporter does.
     """
-    import importlib.util
+    from srlib.export import export_onnx as _export_onnx
 
-    from torch.export import Dim
-
-    from srlib.io import atomic_write
-
-    needed = ("onnx", "onnxscript") + (("onnxruntime",) if check_shapes else ())
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install 'srlib[onnx]'")
-    net = _Clamped(copy.deepcopy(model).float().cpu()).eval()
-    dims = {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}
-    # The torch.export-based exporter (dynamo=True; torch's default since 2.9, needs
-    # onnxscript). The TorchScript one (dynamo=False) writes the same Resize nodes and matched
-    # as closely, but is deprecated. Example sizes distinct and > 1: no dimension specialised.
-    program = torch.onnx.export(
-        net,
-        (torch.rand(2, 3, 40, 56),),
-        input_names=["lq"],
-        output_names=["sr"],
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes={"lq": dims},
-        external_data=False,  # one self-contained file: the weights are a few MB
-        verbose=False,
+    return _export_onnx(
+        model, path, opset=opset, names=("lq", "sr"), check_shapes=check_shapes, tol=tol
     )
-    proto = program.model_proto
-    proto.doc_string = (
-        f"srlib {model.config['arch']} x{model.scale}: lq (B, 3, h, w) float32 RGB in [0, 1] "
-        f"-> sr (B, 3, {model.scale}h, {model.scale}w) in [0, 1]"
-    )
-    data = proto.SerializeToString()
-    diffs = {}
-    if check_shapes:
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-        gen = torch.Generator().manual_seed(0)
-        for shape in check_shapes:
-            lq = torch.rand(shape, generator=gen)
-            with torch.no_grad():
-                ref = net(lq).numpy()
-            (sr,) = session.run(None, {"lq": lq.numpy()})
-            if sr.shape != ref.shape:
-                raise ValueError(f"ONNX output shape {sr.shape} != PyTorch's {ref.shape}")
-            diffs[tuple(shape)] = float(np.abs(sr - ref).max())
-    if any(not d <= tol for d in diffs.values()):  # `not <=` also catches NaN
-        shown = ", ".join(f"{'x'.join(map(str, s))}: {d:.2e}" for s, d in diffs.items())
-        raise ValueError(
-            f"onnxruntime differs from PyTorch by more than {tol:g} ({shown}); nothing written"
-        )
-    with atomic_write(path) as f:
-        f.write(data)
-    return diffs

@@ -576,7 +576,10 @@ def check_model_config(config: dict, state: dict[str, torch.Tensor]) -> dict:
 
 
 def build_model(config: dict) -> Upscaler:
-    """Rebuild a model from its `config` dict (as stored in checkpoints), without downloads."""
+    """Rebuild a model from its `config` dict (as stored in checkpoints), without downloads.
+
+    Also Compact and SPAN (srlib.community): not Upscalers, but with the same interface.
+    """
     kwargs = upgrade_model_config(config)
     arch = kwargs.pop("arch")
     if arch == "UNetUpscaler":
@@ -584,6 +587,10 @@ def build_model(config: dict) -> Upscaler:
     if arch == "ResNetUNetUpscaler":
         # Encoder weights come from the checkpoint's state dict, not from ImageNet.
         return ResNetUNetUpscaler(**kwargs, pretrained=False)
+    from srlib import community  # imports this module: imported here, not at the top
+
+    if arch in community.ARCHS:
+        return community.build({"arch": arch, **kwargs})
     raise ValueError(f"unknown architecture {arch!r}")
 
 

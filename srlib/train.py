@@ -398,11 +398,33 @@ def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Upscaler, dict]:
     """Rebuild the model stored in a checkpoint; returns (model in eval mode, checkpoint).
 
-    A checkpoint whose weights hold NaN or inf (a diverged run) is refused with ValueError:
-    it would only ever produce black or garbage images. So is one whose model_config does not
-    fit its weights (`check_model_config`), before any model is built from it.
+    `path`: an srlib checkpoint, an srlib .safetensors export (read without pickle), or any
+    other model file spandrel recognises (Real-ESRGAN, Compact, SPAN, ...: `srlib.community.
+    SpandrelModel`, its "checkpoint" then just {"model_config": ...}). A checkpoint whose
+    weights hold NaN or inf (a diverged run) is refused with ValueError: it would only ever
+    produce black or garbage images. So is one whose model_config does not fit its weights
+    (`check_model_config`), before any model is built from it.
     """
-    ckpt = load_checkpoint(path, map_location=device)
+    ckpt, error = None, None
+    if Path(path).suffix.lower() == ".safetensors":
+        from srlib.export import read_safetensors
+
+        ckpt = read_safetensors(path)  # None: not written by srlib
+    else:
+        try:
+            ckpt = load_checkpoint(path, map_location=device)
+        except Exception as e:  # truncated, not a torch file, or a pickle weights_only refuses
+            error = e
+    if not (isinstance(ckpt, dict) and "model_config" in ckpt):
+        from srlib.community import load_spandrel
+
+        try:
+            model = load_spandrel(path)
+        except (ImportError, ValueError):
+            if error is not None:
+                raise error from None  # neither reads it: the checkpoint's own error
+            raise
+        return model.to(device).eval(), {"model_config": model.config}
     config = check_model_config(ckpt.get("model_config"), ckpt.get("model"))
     bad = nonfinite_tensors(ckpt["model"])
     if bad:

@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     from srlib.train import TrainConfig
 
 
-TRAIN_MODELS = {"unet": "UNetUpscaler", "resnet": "ResNetUNetUpscaler"}  # --model -> srlib.models
+# --model -> the class's name in srlib.models, or in srlib.community (Compact, SPAN)
+TRAIN_MODELS = {
+    "unet": "UNetUpscaler",
+    "resnet": "ResNetUNetUpscaler",
+    "compact": "Compact",
+    "span": "SPAN",
+}
 # TrainConfig text fields that take one of a few values (the others take any text).
 TRAIN_CHOICES = {
     "loss": ("l1", "l2", "perceptual"),
@@ -228,7 +234,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
 
 def _data_and_model(args: argparse.Namespace, cfg: TrainConfig, main_process: bool) -> tuple:
     """(train sources, val sources, datasets, model, loss, data record) for a run; CliError."""
-    from srlib import data, models
+    from srlib import community, data, models
     from srlib.train import loss_for, model_args, seed_everything
 
     sources, about = train_sources(args.data)
@@ -268,7 +274,8 @@ def _data_and_model(args: argparse.Namespace, cfg: TrainConfig, main_process: bo
     try:
         seed_everything(cfg.seed)  # the same initial weights for the same config
         sizes = model_args(args.preset, args.model)  # the preset's UNet size (gpu, full: deep)
-        model = getattr(models, TRAIN_MODELS[args.model])(scale=cfg.scale, **sizes)
+        name = TRAIN_MODELS[args.model]
+        model = (getattr(models, name, None) or getattr(community, name))(scale=cfg.scale, **sizes)
         loss_fn = loss_for(cfg)
     except ValueError as e:  # a scale the models lack
         raise CliError(_one_line(e)) from e
@@ -686,8 +693,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         choices=list(TRAIN_MODELS),
         default="unet",
-        help="unet: UNetUpscaler; resnet: ResNetUNetUpscaler, frozen ImageNet ResNet18 encoder "
-        "(default %(default)s)",
+        help="unet: UNetUpscaler; resnet: ResNetUNetUpscaler, frozen ImageNet ResNet18 encoder; "
+        "compact: SRVGGNetCompact (Real-ESRGAN's small model); span: SPAN; compact and span "
+        "export to what chaiNNer, ComfyUI and upscayl open (see export) (default %(default)s)",
     )
     train.add_argument(
         "--data",

@@ -4,8 +4,11 @@ The ONNX tests skip without onnx, onnxscript and onnxruntime (`pip install "srli
 `test` extra installs them, so CI runs them).
 """
 
+import hashlib
 import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +118,12 @@ def test_cli_export_onnx_of_a_shipped_checkpoint(tmp_path, capsys):
     assert all(float(d) <= 1e-4 for _, d in shapes)
     worst = float(re.search(r"^max difference (\S+) \(tolerance 0.0001\)$", out, re.M)[1])
     assert worst == max(float(d) for _, d in shapes)
-    assert f"wrote {dst}" in out and "opset 18" in out
+    assert f"wrote {dst}" in out and "opset 17, IR 8" in out
     assert dst.stat().st_size > 1e6  # the weights are inside: one self-contained file
     assert not list(tmp_path.glob("*.data"))
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "unet_x2.onnx", "unet_x2.onnx.README.md", "unet_x2.onnx.json"
+    }  # fmt: skip
 
 
 def test_cli_export_onnx_refuses_a_mismatch_and_writes_nothing(tmp_path, capsys, monkeypatch):
@@ -126,7 +132,7 @@ def test_cli_export_onnx_refuses_a_mismatch_and_writes_nothing(tmp_path, capsys,
     monkeypatch.setattr(  # an onnxruntime that computes something slightly different
         ort.InferenceSession, "run", lambda self, *a, **k: [y + 1e-3 for y in run(self, *a, **k)]
     )
-    dst = tmp_path / "model.onnx"
+    dst = tmp_path / "model_x2.onnx"
     dst.write_bytes(b"an earlier export")
     ckpt = _save(_tiny("unet"), tmp_path / "tiny.pt")
     assert main(["export", "--onnx", "--overwrite", str(ckpt), str(dst)]) == 2
@@ -134,7 +140,7 @@ def test_cli_export_onnx_refuses_a_mismatch_and_writes_nothing(tmp_path, capsys,
     assert "differs from PyTorch by more than 0.0001" in err and "1x3x57x31: 1.00e-03" in err
     assert len(err.strip().splitlines()) == 1
     assert dst.read_bytes() == b"an earlier export"
-    assert {p.name for p in tmp_path.iterdir()} == {"model.onnx", "tiny.pt"}  # no temp file
+    assert {p.name for p in tmp_path.iterdir()} == {"model_x2.onnx", "tiny.pt"}  # no temp file
 
 
 def test_cli_export_onnx_without_the_extra(tmp_path, capsys, monkeypatch):
@@ -152,8 +158,194 @@ def test_cli_export_onnx_without_the_extra(tmp_path, capsys, monkeypatch):
     assert err.startswith("error: ONNX export needs ") and "onnxscript" in err
     assert "pip install 'srlib[onnx]'" in err and len(err.splitlines()) == 1
     assert not dst.exists()
-    assert main(["export", "--onnx", "--fp32", str(ckpt), str(dst)]) == 2  # one or the other
+    assert main(["export", "--onnx", "--format", "ncnn", str(ckpt), str(dst)]) == 2  # one of them
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# The ecosystem's formats: `export --format safetensors|onnx|ncnn`, each run in its runtime
+
+
+def _tiny_any(arch: str) -> torch.nn.Module:
+    """_tiny for the UNets; a tiny Compact or SPAN (srlib.community) otherwise."""
+    from srlib.community import SPAN, Compact
+
+    if arch in ("unet", "resnet"):
+        return _tiny(arch)
+    torch.manual_seed(0)
+    return (Compact(2, 8, 2) if arch == "compact" else SPAN(2, 8)).eval()
+
+
+def _ckpt(model: torch.nn.Module, path: Path) -> Path:
+    """A checkpoint with what a run records: training config, history, metrics."""
+    from dataclasses import asdict
+
+    from srlib.train import TrainConfig
+
+    cfg = asdict(TrainConfig(steps=1500, batch_size=8, patch_size=96, degradation="realistic"))
+    history = {"val": {"step": [1000, 1500], "psnr": [31.2, 31.5]}, "step": [1] * 1500}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model=model.state_dict(), model_config=model.config, config=cfg,
+                    step=1500, history=history, metrics={"Set14 x2 PSNR-Y": 32.1})  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("arch", ["unet", "resnet", "compact", "span"])
+def test_onnx_export_opens_in_onnxruntime_1_17_terms_fp32_and_fp16(arch, tmp_path, capsys):
+    """IR version and opset within what onnxruntime 1.17 (chaiNNer's) reads, tensors named
+    input/output, dynamic batch/height/width; run in the installed onnxruntime."""
+    onnx, ort = _onnx()
+    model = _tiny_any(arch)
+    src = _ckpt(model, tmp_path / "run" / "best.pt")
+    precisions = ["--fp32", "--fp16"] if arch in ("unet", "span") else ["--fp32"]
+    for precision in precisions:
+        dst = tmp_path / precision[2:]
+        assert main(["export", "--format", "onnx", precision, str(src), f"{dst}/"]) == 0
+        path = dst / "run_best_x2.onnx"  # a folder: the run's name, the checkpoint's, the scale
+        out = capsys.readouterr().out
+        worst = float(re.search(r"^max difference (\S+) \(tolerance (\S+)\)$", out, re.M)[1])
+        proto = onnx.load(str(path))
+        assert proto.ir_version <= 9 and {o.domain: o.version for o in proto.opset_import}[""] <= 17
+        (inp,), (outp,) = proto.graph.input, proto.graph.output
+        assert (inp.name, outp.name) == ("input", "output")
+        assert [d.dim_param for d in inp.type.tensor_type.shape.dim] == ["batch", "", "height",
+                                                                         "width"]  # fmt: skip
+        half = precision == "--fp16"
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        lq = torch.rand(2, 3, 13, 22)
+        (sr,) = session.run(None, {"input": lq.numpy().astype(np.float16 if half else np.float32)})
+        with torch.no_grad():
+            ref = model(lq).clamp(0, 1).numpy()
+        assert sr.dtype == (np.float16 if half else np.float32) and sr.shape == ref.shape
+        assert np.abs(sr.astype(np.float32) - ref).max() <= (1e-2 if half else 1e-4)
+        assert 0 <= worst <= (1e-2 if half else 1e-4)
+        print(f"{arch} onnx {precision[2:]}: max difference {worst:.1e}", file=sys.stderr)
+
+
+def _ncnn():
+    pytest.importorskip("pnnx")
+    return pytest.importorskip("ncnn")
+
+
+@pytest.mark.parametrize("arch", ["unet", "resnet", "compact", "span"])
+def test_ncnn_export_runs_in_ncnn_with_blobs_data_and_output(arch, tmp_path, capsys):
+    _ncnn()
+    from srlib.export import run_ncnn
+
+    model = _tiny_any(arch)
+    src = _ckpt(model, tmp_path / f"{arch}.pt")
+    for precision, tol in (("--fp32", 1e-4), ("--fp16", 1e-2)):
+        dst = tmp_path / precision[2:] / f"{arch}.bin"  # .bin or .param: the pair is written
+        assert main(["export", "--format", "ncnn", precision, str(src), str(dst)]) == 0
+        out = capsys.readouterr().out
+        diffs = [float(d) for d in re.findall(r"difference ncnn vs PyTorch (\S+)$", out, re.M)]
+        assert len(diffs) == 3 and max(diffs) <= tol
+        param = dst.parent / f"{arch}_x2.param"
+        assert param.is_file() and param.with_suffix(".bin").is_file()
+        text = param.read_text().splitlines()
+        assert text[2].split()[:2] == ["Input", "data"] and "output" in text[-1].split()
+        for shape in ((1, 3, 21, 30), (1, 3, 7, 45)):  # sizes the export did not check
+            lq = torch.rand(shape)
+            sr = run_ncnn(param, param.with_suffix(".bin"), lq.numpy(), fp16=precision == "--fp16")
+            with torch.no_grad():
+                assert np.abs(sr - model(lq).clamp(0, 1).numpy()).max() <= tol
+        print(f"{arch} ncnn {precision[2:]}: max difference {max(diffs):.1e}", file=sys.stderr)
+
+
+def test_ncnn_above_the_tolerance_writes_nothing(tmp_path, capsys, monkeypatch):
+    _ncnn()
+    import srlib.export
+
+    run = srlib.export.run_ncnn
+    monkeypatch.setattr(srlib.export, "run_ncnn", lambda *a, **k: run(*a, **k) + 1e-3)
+    src = _ckpt(_tiny_any("compact"), tmp_path / "c.pt")
+    assert main(["export", "--format", "ncnn", "--fp32", str(src), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ncnn differs from PyTorch by more than 0.0001" in err and len(err.splitlines()) == 1
+    assert {p.name for p in tmp_path.iterdir()} == {"c.pt"}
+
+
+def test_safetensors_round_trip_without_pickle(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("safetensors")
+    from safetensors import safe_open
+
+    model = _tiny_any("resnet")  # BatchNorm buffers too
+    src = _ckpt(model, tmp_path / "resnet.pt")
+    assert main(["export", "--format", "safetensors", str(src), str(tmp_path / "r")]) == 0
+    path = tmp_path / "r_x2.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert json.loads(meta["srlib_model_config"]) == model.config and meta["srlib_scale"] == "2"
+    assert json.loads(meta["srlib_train_config"])["degradation"] == "realistic"
+    assert json.loads(meta["srlib_metrics"]) == {"Set14 x2 PSNR-Y": 32.1}
+    assert json.loads(meta["srlib_history"])["val"]["psnr"] == [31.2, 31.5]
+    assert dtypes["head.up.0.weight"] == torch.float16  # parameters in fp16 by default
+    assert dtypes["encoder.stages.0.1.running_var"] == torch.float32  # buffers stay fp32
+
+    def no_pickle(*a, **k):
+        raise AssertionError("torch.load called")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded, ckpt = load_model(path)
+    assert ckpt["step"] == 1500 and ckpt["config"]["patch_size"] == 96
+    lq = torch.rand(1, 3, 15, 18)
+    with torch.no_grad():
+        assert (loaded(lq) - model(lq)).abs().max() <= 2e-3  # fp16 weights
+    # And as the source of another export (no pickle there either).
+    assert main(["export", "--fp32", str(path), str(tmp_path / "again.pt")]) == 0
+
+
+def test_output_names_carry_the_scale():
+    from srlib.export import output_path, pick_format
+
+    src = Path("runs/mine/best.pt")
+    assert output_path("out/", src, 2, "onnx") == Path("out/mine_best_x2.onnx")
+    assert output_path("m.onnx", Path("a/unet_x4.pt"), 4, "onnx") == Path("m_x4.onnx")
+    assert output_path("unet_x2.onnx", src, 2, "onnx") == Path("unet_x2.onnx")
+    assert output_path("2x-Unet.safetensors", src, 2, "safetensors") == Path("2x-Unet.safetensors")
+    assert output_path("models/span", src, 2, "ncnn") == Path("models/span_x2.param")
+    assert output_path("models/span.bin", src, 2, "ncnn") == Path("models/span_x2.param")
+    assert output_path("relax2", src, 2, "pt") == Path("relax2_x2.pt")  # x2 inside a word
+    with pytest.raises(ValueError, match="names scale x4, but the model upscales x2"):
+        output_path("unet_x4.onnx", src, 2, "onnx")
+    assert pick_format(None, "a.onnx") == "onnx" and pick_format(None, "a") == "pt"
+    assert pick_format("ncnn", "a.bin") == "ncnn"
+    with pytest.raises(ValueError, match="suffix of a pt file"):
+        pick_format("onnx", "a.pt")
+
+
+def test_model_card_beside_the_model(tmp_path, capsys):
+    src = _ckpt(_tiny_any("compact"), tmp_path / "compact.pt")
+    argv = ["export", str(src), str(tmp_path / "out") + "/", "--author", "Ada", "--license",
+            "CC-BY-4.0", "--dataset", "my photos (40)"]  # fmt: skip
+    assert main(argv) == 0
+    model = tmp_path / "out" / "compact_x2.pt"
+    card = json.loads((tmp_path / "out" / "compact_x2.pt.json").read_text())
+    assert card["architecture"] == "compact" and card["scale"] == 2
+    assert card["size"] == ["num_feat=8", "num_conv=2"]
+    assert (card["author"], card["license"], card["dataset"]) == ("Ada", "CC-BY-4.0",
+                                                                  "my photos (40)")  # fmt: skip
+    assert (card["trainingIterations"], card["trainingBatchSize"], card["trainingHRSize"]) == (
+        1500,
+        8,
+        96,
+    )
+    assert (
+        card["trainingOTF"] is True and card["srlib"]["train_config"]["degradation"] == "realistic"
+    )
+    (res,) = card["resources"]
+    assert res["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert res["size"] == model.stat().st_size and res["platform"] == "pytorch"
+    assert card["srlib"]["metrics"] == {"Set14 x2 PSNR-Y": 32.1,
+                                        "best validation PSNR (RGB, dB)": 31.5}  # fmt: skip
+    readme = (tmp_path / "out" / "compact_x2.pt.README.md").read_text()
+    assert "| author | Ada |" in readme and res["sha256"] in readme
+    assert (
+        "1500 iterations, batch 8, HR patch 96 px" in readme and "realistic degradation" in readme
+    )
+    # Exported again without --overwrite: refused, the card included.
+    assert main(argv) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------

@@ -464,9 +464,9 @@ def test_cli_info_and_export(tmp_path, capsys):
     torch.manual_seed(0)
     model = tiny_resnet()
     _train_ckpt(model, tmp_path / "train.pt")
-    assert main(["export", str(tmp_path / "train.pt"), str(tmp_path / "small.pt")]) == 0
+    assert main(["export", str(tmp_path / "train.pt"), str(tmp_path / "small_x2.pt")]) == 0
     capsys.readouterr()
-    assert main(["info", str(tmp_path / "small.pt")]) == 0
+    assert main(["info", str(tmp_path / "small_x2.pt")]) == 0
     out = capsys.readouterr().out
     assert "ResNetUNetUpscaler" in out
     assert f"{model.num_params(True):,} trainable, {model.num_params(False):,} total" in out
@@ -475,13 +475,13 @@ def test_cli_info_and_export(tmp_path, capsys):
     assert res.returncode == 0 and "ResNetUNetUpscaler" in res.stdout
     assert "optimizer" in res.stdout
     # An existing destination is kept unless --overwrite says otherwise.
-    before = (tmp_path / "small.pt").read_bytes()
-    assert main(["export", "--fp32", str(tmp_path / "train.pt"), str(tmp_path / "small.pt")]) == 2
+    before = (tmp_path / "small_x2.pt").read_bytes()
+    src, dst = str(tmp_path / "train.pt"), str(tmp_path / "small_x2.pt")
+    assert main(["export", "--fp32", src, dst]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (tmp_path / "small.pt").read_bytes() == before
-    src, dst = str(tmp_path / "train.pt"), str(tmp_path / "small.pt")
+    assert (tmp_path / "small_x2.pt").read_bytes() == before
     assert main(["export", "--fp32", "--overwrite", src, dst]) == 0
-    assert (tmp_path / "small.pt").read_bytes() != before  # now the fp32 export
+    assert (tmp_path / "small_x2.pt").read_bytes() != before  # now the fp32 export
 
 
 def test_upscale_works_inside_no_grad(unet):

@@ -68,6 +68,18 @@ def test_two_jobs_train_each_model_at_its_own_lr(tiny_data, tmp_path):
     assert out.count("trained ") == 2
 
 
+def test_compact_and_span_train_as_peers(tiny_data, tmp_path):
+    """The community's architectures (srlib.community) in the table, x2 and x4, at 5e-4."""
+    train, bench = tiny_data
+    out = _quality(train, bench, "--models", "compact,span", "--jobs", "2",
+                   "--out", str(tmp_path / "t.md"))  # fmt: skip
+    table = (tmp_path / "t.md").read_text()
+    for label in ("Compact (L1, peer)", "SPAN (L1, peer)"):
+        rows = [row for row in table.splitlines() if row.startswith("| ") and label in row]
+        assert len(rows) == 2 and all("| 0.0005 |" in r for r in rows), table  # x2 and x4
+    assert out.count("trained ") == 2
+
+
 def test_one_lr_for_all_and_kept_runs(tiny_data, tmp_path):
     train, bench = tiny_data
     keep = tmp_path / "keep"
