@@ -27,7 +27,8 @@ def test_flops_per_pixel_counts_each_convolution_exactly():
 
 
 def test_flops_grow_with_depth_and_a_loss_adds_its_own():
-    small, deep = UNetUpscaler(refine_blocks=0), UNetUpscaler(refine_blocks=4)
+    widths = dict(encoder_channels=(32, 32, 64), decoder_channels=(32, 32))
+    small, deep = UNetUpscaler(refine_blocks=0, **widths), UNetUpscaler(refine_blocks=4, **widths)
     per_block = 2 * 2 * 32 * 32 * 9 / 4  # two 32-channel 3x3 convs per ResBlock, per output px
     assert perf.flops_per_pixel(deep) - perf.flops_per_pixel(small) == pytest.approx(4 * per_block)
 
