@@ -356,7 +356,7 @@ def train(
         degradation=args.degradation,
         batch_size=args.batch, lr=lr,
         steps=args.steps or 10**9, time_budget_s=None if args.steps else args.budget,
-        grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16, ema=args.ema,
+        grad_clip=args.grad_clip, cpu_bf16=args.cpu_bf16, ema=args.ema, threads=args.threads,
         seed=args.seed, device=args.device, out_dir=out_dir,
     )  # fmt: skip
     val_set = dataset(val_src, args, False) if val_src else None

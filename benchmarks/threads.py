@@ -6,10 +6,11 @@
 A busy machine is one where another process keeps one core at 100% (a pure-Python loop here,
 as a second training or a browser would). Each cell is a fresh process, because OpenMP reads
 OMP_WAIT_POLICY once, when torch loads: "default" is torch's libgomp as it comes (idle threads
-spin for a while before they sleep), "PASSIVE" makes them sleep at once, "srlib" is whatever
-`import srlib` sets (srlib.perf.configure_openmp) and the threads srlib then picks. The number
-is training samples/s of `fit`'s step (forward, loss, backward, AdamW) on random tensors, the
-median over `--steps` steps after a warm-up, as in speed.py.
+spin for a while before they sleep), "PASSIVE" makes them sleep at once, "srlib" is what `fit`
+and the CLI do by default: as many threads as cores are idle when they start
+(srlib.perf.pick_threads). The number is training samples/s of `fit`'s step (forward, loss,
+backward, AdamW) on random tensors, the median over `--steps` steps after a warm-up, as in
+speed.py.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ def measure(args: argparse.Namespace, policy: str, threads: int | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     if policy == "PASSIVE":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    if policy != "srlib":  # the torch as it comes: srlib must not set its policy here
-        env["SRLIB_OPENMP"] = "off"
     cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--steps", str(args.steps)]
     cmd += ["--batch", str(args.batch), "--patch", str(args.patch)]
     cmd += ["--threads", str(threads)] if threads else []
@@ -88,7 +87,7 @@ def main() -> None:
             time.sleep(1.0)
         try:
             for policy in POLICIES:
-                for threads in (1, cores) if policy != "srlib" else (None,):
+                for threads in {"default": (1, cores), "PASSIVE": (cores,)}.get(policy, (None,)):
                     r = measure(args, policy, threads)
                     rows.append((busy, policy, r["threads"], r["samples_per_s"]))
                     print(f"  {'busy' if busy else 'idle'} {policy:8s} {r['threads']} thread(s): "

@@ -296,8 +296,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         ckpt_path = find_checkpoint(args.checkpoint)
     except FileNotFoundError as e:
         raise CliError(str(e)) from e
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    from srlib.perf import pick_threads
+
+    # Default: as many threads as cores are idle now (more would be slower on a busy machine).
+    torch.set_num_threads(pick_threads(args.threads or 0))
     try:
         device = pick_device(args.device)
         torch.empty(1, device=device)  # "cuda" without a GPU, "cuda:7" on a 1-GPU machine
@@ -339,8 +341,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     resize = f", x{model_factor} then resized" if model_factor != factor else ""
     print(
         f"{len(items)} input file(s), model {model.config['arch']} x{model.scale}, "
-        f"scale x{factor:g}{resize}, device {device}, precision {precision}"
-        f"{' (auto)' if args.precision == 'auto' else ''}, "
+        f"scale x{factor:g}{resize}, device {device}"
+        + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+        + f", precision {precision}{' (auto)' if args.precision == 'auto' else ''}, "
         f"checkpoint {ckpt_path}"
     )
     for line in skips:
@@ -628,7 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16 or fp16",
     )
-    up.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    up.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: as many as cores are idle when it starts)",
+    )
     up.add_argument(
         "--max-pixels",
         type=int,

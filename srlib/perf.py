@@ -12,9 +12,11 @@ any newer CPU compute as an AVX2 one does: `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN: co
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,19 +49,68 @@ def restrict_isa(isa: str | None) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def configure_openmp() -> None:
-    """Make idle OpenMP threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE), if unset.
+def idle_cores(seconds: float = 0.25) -> float | None:
+    """How many of this process's CPUs were idle over the next `seconds` (None: unknown).
 
-    torch's libgomp lets a thread that waits at a barrier spin for a while first. On a machine
-    where another program keeps a core busy, the spinning threads take turns with the thread
-    that holds the work, and 2 threads trained at half the speed of 1 (README, "A busy
-    machine"). Called by `import srlib`, before torch loads (the variable is read then): a
-    value the user set is kept, `SRLIB_OPENMP=off` leaves the variable alone, and once torch
-    is loaded nothing changes.
+    Read from Linux's /proc/stat (time spent idle per CPU, before and after), for the CPUs this
+    process may run on; None elsewhere.
     """
-    if os.environ.get("SRLIB_OPENMP") == "off" or "torch" in sys.modules:
-        return
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import time
+
+    def idle_and_total() -> dict[int, tuple[int, int]]:
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait ...
+                    out[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))
+        return out
+
+    try:
+        cpus = os.sched_getaffinity(0)
+        before = idle_and_total()
+        time.sleep(seconds)
+        after = idle_and_total()
+    except (OSError, AttributeError, ValueError):  # no /proc (macOS, Windows)
+        return None
+    idle = 0.0
+    for cpu in cpus & before.keys() & after.keys():
+        d_idle, d_total = (a - b for a, b in zip(after[cpu], before[cpu], strict=True))
+        idle += d_idle / d_total if d_total > 0 else 1.0
+    return idle
+
+
+def pick_threads(requested: int = 0) -> int:
+    """CPU threads for torch: `requested` if > 0; else (0) torch's count, capped at idle cores.
+
+    On a machine where another program keeps cores busy, threads beyond the idle cores slow
+    training down: each parallel step waits for its slowest thread, and a thread that shares
+    its core gets half of it. With one of two cores busy, 2 threads trained at 0.53x-0.74x the
+    speed of 1 (README, "A busy machine"). So by default as many threads as cores are idle
+    now, at least 1, at most torch's own count (all cores, or OMP_NUM_THREADS).
+    """
+    import torch
+
+    if requested > 0:
+        return requested
+    ceiling = torch.get_num_threads()
+    idle = idle_cores()
+    return ceiling if idle is None else max(1, min(ceiling, round(idle)))
+
+
+@contextlib.contextmanager
+def threads_for(requested: int = 0) -> Iterator[int]:
+    """Run a block on `pick_threads(requested)` torch threads, then restore the count before."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = pick_threads(requested)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def hardware_isa() -> str:

@@ -10,6 +10,7 @@ Several GPUs: `torchrun --nproc_per_node N -m srlib train ...` runs one process 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import io
@@ -34,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from srlib import perf
 from srlib.data import make_loader, some
 from srlib.degrade import DEGRADATIONS
 from srlib.io import atomic_write
@@ -82,6 +84,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     amp: bool = True  # bf16 autocast, used on CUDA (and on the CPU with cpu_bf16)
     cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX) too
+    threads: int = 0  # CPU threads; 0: as many as cores are idle when training starts
     out_dir: str = "runs"
 
 
@@ -150,6 +153,7 @@ ADDED_FIELDS: dict[str, object] = {
     "ema": 0.0,
     "init_from": "",
     "cpu_bf16": False,
+    "threads": 0,
 }
 
 
@@ -186,11 +190,14 @@ def default_preset() -> str:
 # Where a run lives and what it is called: not part of what it is, so a run folder that was
 # moved, renamed or named another way (--out /abs/runs/x vs runs/x) is still the same run.
 LOCATION_FIELDS = ("name", "out_dir")
+# How a run is computed, not what it is: a resume may change it (a busy machine, fewer threads).
+RUNTIME_FIELDS = ("threads",)
 
 
 def run_definition(config: dict) -> dict:
     """What defines a run in a (saved) training config: all of it but its location."""
-    return {k: v for k, v in upgrade_config(config).items() if k not in LOCATION_FIELDS}
+    skip = (*LOCATION_FIELDS, *RUNTIME_FIELDS)
+    return {k: v for k, v in upgrade_config(config).items() if k not in skip}
 
 
 def preset(preset_name: str, /, **overrides) -> TrainConfig:
@@ -226,7 +233,7 @@ def check_config(cfg: TrainConfig) -> None:
     for k in at_least_1:
         if not getattr(cfg, k) >= 1:
             problems.append(f"{k} must be at least 1, got {getattr(cfg, k)}")
-    for k in ("lr", "weight_decay", "grad_clip", "warmup_steps", "workers"):
+    for k in ("lr", "weight_decay", "grad_clip", "warmup_steps", "workers", "threads"):
         value = getattr(cfg, k)
         if not 0 <= value < math.inf:  # also refuses nan
             problems.append(f"{k} must be a finite number >= 0, got {value}")
@@ -510,6 +517,7 @@ def _new_history() -> dict:
         "cleared_alerts": [],  # earlier alerts the run has since put right, with "cleared": step
         "phases": [],  # {"step", "change", "base_psnr"}: where the data changed (new_phase)
         "samples_per_s": None,
+        "threads": None,  # CPU threads of the last session (perf.pick_threads); None on a GPU
         "train_seconds": 0.0,
         "interrupted": False,  # the last session was stopped by Ctrl-C / a kernel interrupt
         "finished": False,  # all steps done (or the time budget spent)
@@ -1062,7 +1070,31 @@ def fit(
     the returned model are an EMA of the weights (last.pt also keeps the trained ones as
     'raw_model', to resume). `cfg.init_from`: a new run starts from that checkpoint's weights.
     GAN and EMA runs take one process for now.
+
+    On a CPU it trains on `cfg.threads` torch threads, by default (0) as many as cores are
+    idle when it starts (srlib.perf.pick_threads: on a busy machine more threads train slower
+    than fewer); torch's thread count is restored when it returns. History 'threads' says how
+    many (None on a GPU).
     """
+    on_cpu = pick_device(cfg.device).type == "cpu"
+    with perf.threads_for(cfg.threads) if on_cpu else contextlib.nullcontext():
+        return _fit(model, loss_fn, train_set, val_set, cfg, resume, progress, on_validation,
+                    data, new_phase)  # fmt: skip
+
+
+def _fit(
+    model: Upscaler,
+    loss_fn: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    cfg: TrainConfig,
+    resume: bool,
+    progress: bool,
+    on_validation: Callable[[dict], None] | None,
+    data: dict | None,
+    new_phase: bool,
+) -> dict:
+    """`fit` on the threads it chose."""
     check_config(cfg)
     rank, world = _rank_and_world()
     main = rank == 0
@@ -1267,6 +1299,7 @@ def fit(
     seconds = time.perf_counter() - t0
     history["train_seconds"] = spent + seconds
     history["samples_per_s"] = samples / max(seconds, 1e-9)
+    history["threads"] = torch.get_num_threads() if device.type == "cpu" else None
     history["interrupted"] = not finished
     history["finished"] = finished
     checkpoint(last)

@@ -561,10 +561,12 @@ def train_summary(
     steps = history["step"][-1] if history["step"] else 0
     seconds = history["train_seconds"]
     took = f"{seconds:.0f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
-    rate = history.get("samples_per_s")
+    rate, threads = history.get("samples_per_s"), history.get("threads")
     lines = [
         f"{'interrupted' if history['interrupted'] else 'done'}: {steps} of {cfg.steps} steps in "
-        f"{took}" + (f" ({rate:.1f} samples/s)" if rate else "")
+        f"{took}"
+        + (f" ({rate:.1f} samples/s" if rate else "")
+        + (f", {threads} CPU thread(s))" if rate and threads else ")" if rate else "")
     ]
     for phase in history.get("phases") or []:
         lines.append(f"new phase from step {phase['step']}: the data changed ({phase['change']})")

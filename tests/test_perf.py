@@ -119,3 +119,55 @@ def test_model_specs():
     ]:
         with pytest.raises(ValueError, match=message):
             parse_model_spec(bad)
+
+
+def test_threads_follow_the_idle_cores(monkeypatch):
+    threads = torch.get_num_threads()
+    assert perf.pick_threads(3) == 3  # asked for: taken as is
+    monkeypatch.setattr(perf, "idle_cores", lambda seconds=0.25: 0.9)  # one core, mostly busy
+    assert perf.pick_threads() == 1
+    monkeypatch.setattr(perf, "idle_cores", lambda seconds=0.25: 64.0)
+    assert perf.pick_threads() == threads  # never more than torch's own count
+    monkeypatch.setattr(perf, "idle_cores", lambda seconds=0.25: None)  # unknown: torch's count
+    assert perf.pick_threads() == threads
+    monkeypatch.setattr(perf, "idle_cores", lambda seconds=0.25: 0.0)
+    with perf.threads_for() as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == threads  # restored
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="idle time is read from /proc/stat")
+def test_idle_cores_sees_a_busy_core():
+    cores = len(os.sched_getaffinity(0))
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)  # the child is up and spinning
+        busy = perf.idle_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy is not None and 0 <= busy <= cores - 0.5
+
+
+def test_fit_trains_on_the_threads_it_picks_and_restores_them(tmp_path, monkeypatch):
+    from torch.utils.data import TensorDataset
+
+    from srlib.losses import PixelLoss
+    from srlib.train import TrainConfig, fit
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(perf, "idle_cores", lambda seconds=0.25: 0.2)  # a busy machine
+    seen = []
+    model = UNetUpscaler(2, (4, 4, 4), (4, 4), 0)
+    model.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    pairs = TensorDataset(torch.rand(8, 3, 8, 8), torch.rand(8, 3, 16, 16))
+    cfg = TrainConfig(steps=2, batch_size=4, val_every=1, checkpoint_every=1, warmup_steps=1,
+                      device="cpu", out_dir=str(tmp_path))  # fmt: skip
+    hist = fit(model, PixelLoss("l1"), pairs, None, cfg, progress=False)
+    assert set(seen) == {1} and hist["threads"] == 1
+    assert torch.get_num_threads() == threads
+    fit(model, PixelLoss("l1"), pairs, None, TrainConfig(**{**cfg.__dict__, "threads": 2,
+        "name": "two"}), progress=False)  # fmt: skip
+    assert seen[-1] == 2  # asked for: as asked, busy or not
