@@ -32,17 +32,15 @@ POLICIES = ("default", "PASSIVE", "srlib")
 
 def child(args: argparse.Namespace) -> None:
     """One measurement: print {"samples_per_s", "threads"} as JSON."""
-    import srlib  # noqa: F401  (what a user's `import srlib` does before torch, policy "srlib")
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
     from peers import build
     from speed import samples_per_s
 
     from srlib.losses import make_loss
+    from srlib.perf import pick_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(pick_threads(args.threads or 0))  # None: srlib's own choice
     torch.manual_seed(0)
     model = build(args.model, 2)
     sps = samples_per_s(model, make_loss("l1"), args.batch, args.patch, 2, args.steps)
