@@ -1,7 +1,7 @@
 """Training speed on an idle and on a busy machine, per thread count and OpenMP wait policy.
 
     python benchmarks/threads.py --isa avx2                 # the table in README
-    python benchmarks/threads.py --model "unet(refine_blocks=16)" --steps 20
+    python benchmarks/threads.py --model "unet(refine_blocks=16)" --steps 10
 
 A busy machine is one where another process keeps one core at 100% (a pure-Python loop here,
 as a second training or a browser would). Each cell is a fresh process, because OpenMP reads
@@ -62,7 +62,8 @@ def measure(args: argparse.Namespace, policy: str, threads: int | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="unet", help="model spec (speed.py's), default unet")
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per cell (the median is shown)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
@@ -73,21 +74,29 @@ def main() -> None:
     if args._child:
         return child(args)
 
+    import statistics
+
     from srlib.perf import machine_line
 
     cores = os.cpu_count()
-    print(machine_line(cores), f"| model {args.model}, batch {args.batch}, gt {args.patch}px")
-    rows = []
+    print(machine_line(cores), f"| model {args.model}, batch {args.batch}, gt {args.patch}px, "
+          f"median of {args.repeat} runs per cell")  # fmt: skip
+    cells = [
+        (p, t)
+        for p in POLICIES
+        for t in {"default": (1, cores), "PASSIVE": (cores,)}.get(p, (None,))
+    ]
+    results: dict[tuple, list] = {}
     for busy in (False, True):
         load = None
         if busy:  # another program keeps one core busy, wherever the scheduler puts it
             load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             time.sleep(1.0)
         try:
-            for policy in POLICIES:
-                for threads in {"default": (1, cores), "PASSIVE": (cores,)}.get(policy, (None,)):
+            for _ in range(args.repeat):  # rounds: a slow spell of the machine hits every cell
+                for policy, threads in cells:
                     r = measure(args, policy, threads)
-                    rows.append((busy, policy, r["threads"], r["samples_per_s"]))
+                    results.setdefault((busy, policy, threads), []).append(r)
                     print(f"  {'busy' if busy else 'idle'} {policy:8s} {r['threads']} thread(s): "
                           f"{r['samples_per_s']:.1f} samples/s", flush=True)  # fmt: skip
         finally:
@@ -96,9 +105,12 @@ def main() -> None:
                 load.wait()
     print("\n| machine | OpenMP wait | threads | samples/s | vs 1 thread, same machine state |")
     print("|---|---|---:|---:|---:|")
-    for busy, policy, threads, sps in rows:
-        one = next(s for b, p, t, s in rows if b == busy and p == "default" and t == 1)
-        print(f"| {'one core busy' if busy else 'idle'} | {policy} | {threads} | {sps:.1f} | "
+    median = {k: statistics.median(r["samples_per_s"] for r in v) for k, v in results.items()}
+    for (busy, policy, threads), runs in results.items():
+        picked = "/".join(sorted({str(r["threads"]) for r in runs}))
+        one = median[(busy, "default", 1)]
+        sps = median[(busy, policy, threads)]
+        print(f"| {'one core busy' if busy else 'idle'} | {policy} | {picked} | {sps:.1f} | "
               f"{sps / one:.2f}x |")  # fmt: skip
 
 
