@@ -147,6 +147,7 @@ def run_cli(target: str, png: Path, args: argparse.Namespace, tile: int) -> dict
     """Time `python -m srlib upscale PNG -o OUT` end to end in a fresh process: seconds, RSS."""
     cmd = [sys.executable, "-m", "srlib", "upscale", str(png), "-q", "--overwrite"]
     cmd += ["--checkpoint", target, "--tile", str(tile), "--precision", args.precision]
+    cmd += ["--png-compression", str(args.png_compression)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.overlap is not None:
@@ -275,6 +276,7 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true",
                     help="time the whole CLI command instead (PNG in and out)")  # fmt: skip
     ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    ap.add_argument("--png-compression", type=int, default=1, help="with --cli (default 1)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_image", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -355,7 +357,8 @@ def cli_table(photo: np.ndarray, tmp: Path, models: list, args: argparse.Namespa
     print_table([*header, "output MB"], rows)
     print(
         f"python -m srlib upscale {png.name} ({png.stat().st_size / 1e6:.0f} MB PNG) -o OUT "
-        f"--precision {args.precision}: process start to end, PNG decode and encode included. "
+        f"--precision {args.precision} --png-compression {args.png_compression}: process start "
+        "to end, PNG decode and encode included. "
         f"{FLOPS_NOTE}."
     )
 
