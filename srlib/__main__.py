@@ -299,7 +299,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from srlib.perf import pick_threads
 
     # Default: as many threads as cores are idle now (more would be slower on a busy machine).
-    torch.set_num_threads(pick_threads(args.threads or 0))
+    threads = pick_threads(args.threads or 0)
+    torch.set_num_threads(threads)
     try:
         device = pick_device(args.device)
         torch.empty(1, device=device)  # "cuda" without a GPU, "cuda:7" on a 1-GPU machine
@@ -381,7 +382,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             if model_factor != factor:
                 sr = _resize(sr, (round(img.width * factor), round(img.height * factor)))
             dst.parent.mkdir(parents=True, exist_ok=True)  # a mirrored subfolder
-            note = save_image(sr, dst, job.fmt, png_compression=args.png_compression)
+            note = save_image(
+                sr, dst, job.fmt, png_compression=args.png_compression, threads=threads
+            )
         except NotAnImageError:
             print(f"skip: {f}: not an image", file=sys.stderr)
             skipped += 1
