@@ -3,6 +3,7 @@
     benchmarks/gpu_check.sh                          # one GPU, under 8 minutes (3 x 100 s runs)
     benchmarks/gpu_check.sh --budget 60 --bench ../shared/datasets
     benchmarks/gpu_check.sh --tiny                   # any machine, CPU included: seconds
+    benchmarks/gpu_check.sh --preset gpu             # the notebooks' Colab preset (T4 sizing)
     GPU_CHECK_TINY=1 benchmarks/gpu_check.sh         # the same
 
 Three runs, each `srlib.train.fit` with the `full` preset (batch 50, 192 px gt crops, 6 loader
@@ -44,7 +45,7 @@ import torch
 from srlib import data, metrics
 from srlib.io import atomic_write
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler
-from srlib.train import fit, loss_for, pick_device, preset, seed_everything
+from srlib.train import fit, loss_for, model_args, pick_device, preset, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SETS = ("Set5", "Set14")
@@ -98,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the model that also trains with AMP off",
     )
     add("--workers", type=int, default=None, help="loader workers (default: the preset's)")
+    add("--preset", choices=("full", "gpu"), default="full",
+        help="full (default), or gpu: the notebooks' Colab preset; the estimate column is "
+        "then one notebook run's training")  # fmt: skip
     add("--device", default="auto", help="auto, cuda, cpu, ...")
     add("--seed", type=int, default=0)
     add(
@@ -170,13 +174,13 @@ def train_one(
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     cfg = preset(
-        "full", **overrides, name=f"{key}_amp{int(amp)}", scale=SCALE, amp=amp,
+        args.preset, **overrides, name=f"{key}_amp{int(amp)}", scale=SCALE, amp=amp,
         time_budget_s=args.budget, device=args.device, seed=args.seed, out_dir=out_dir,
     )  # fmt: skip
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)  # the same initial weights for a model with and without AMP
-    if key == "unet":
-        model: Upscaler = UNetUpscaler(SCALE)
+    if key == "unet":  # the preset's UNet: the deep one for full and gpu
+        model: Upscaler = UNetUpscaler(SCALE, **model_args(args.preset, "unet"))
     else:
         model = ResNetUNetUpscaler(SCALE, download=args.download)
     if device.type == "cuda":
@@ -189,7 +193,7 @@ def train_one(
         peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
     steps = hist["step"][-1] if hist["step"] else 0
     sps = hist["samples_per_s"] or 0.0
-    full_steps = preset("full").steps  # how long a whole `full` run would take at this speed
+    full_steps = preset(args.preset).steps  # how long a whole run would take at this speed
     estimate = "-" if args.tiny or not sps else _duration(full_steps * cfg.batch_size / sps)
     info = {
         "model": MODELS[key],
@@ -248,15 +252,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no training photos in {about}")
     max_images = TINY_MAX_IMAGES if args.tiny else None
     runs = [("unet", True), ("resnet", True), (args.fp32_model, False)]
-    base = preset("full", **(TINY if args.tiny else {}))
+    base = preset(args.preset, **(TINY if args.tiny else {}))
     workers = base.workers if args.workers is None else args.workers
     stop = [f"{args.budget:g} s of training"] if args.budget else []
     stop.append(f"{args.steps or base.steps} steps")
     header += [
         f"data: {about}; {len(train_src)} photos for training, {len(test_src)} held out",
-        f"preset full{' + --tiny' if args.tiny else ''}: batch {base.batch_size}, gt crops "
-        f"{base.patch_size} px, lr {base.lr:g}, {workers} loader workers, loss {base.loss}; "
-        f"each run stops after {' or '.join(stop)}",
+        f"preset {args.preset}{' + --tiny' if args.tiny else ''}: batch {base.batch_size}, "
+        f"gt crops {base.patch_size} px, lr {base.lr:g}, {workers} loader workers, "
+        f"loss {base.loss}; each run stops after {' or '.join(stop)}",
     ]
 
     with tempfile.TemporaryDirectory(prefix="srlib_gpu_check_") as tmp:
