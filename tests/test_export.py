@@ -119,7 +119,9 @@ def test_cli_export_onnx_of_a_shipped_checkpoint(tmp_path, capsys):
     worst = float(re.search(r"^max difference (\S+) \(tolerance 0.0001\)$", out, re.M)[1])
     assert worst == max(float(d) for _, d in shapes)
     assert f"wrote {dst}" in out and "opset 17, IR 8" in out
-    assert dst.stat().st_size > 1e6  # the weights are inside: one self-contained file
+    # the weights are inside (fp32, 4 bytes each): one self-contained file, no external data
+    state = torch.load(REPO / "checkpoints" / "unet_x2.pt", weights_only=True)["model"]
+    assert dst.stat().st_size > 4 * sum(t.numel() for t in state.values())
     assert not list(tmp_path.glob("*.data"))
     assert {p.name for p in tmp_path.iterdir()} == {
         "unet_x2.onnx", "unet_x2.onnx.README.md", "unet_x2.onnx.json"
