@@ -177,7 +177,7 @@ def _check_kernel(name: str, what: str) -> None:
         raise ValueError(f"{what} must be 'bicubic' or 'bilinear', got {name!r}")
 
 
-def upsample(lq: Tensor, scale: int, mode: str = "bilinear") -> Tensor:
+def upsample(lq: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
     """Classic upscale that the models refine: (B, C, h, w) -> (B, C, h*scale, w*scale).
 
     torch's kernels: "bicubic" is Keys a = -0.75, not MATLAB's -0.5 (see the module docstring);
@@ -192,7 +192,7 @@ def upsample_label(mode: str) -> str:
     return f"{mode} (torch)"
 
 
-def degrade(gt: Tensor, scale: int, method: str = "bilinear") -> Tensor:
+def degrade(gt: Tensor, scale: int, method: str = "bicubic") -> Tensor:
     """Antialiased downscale by scale: (3, H, W) or (B, 3, H, W) -> (..., H/scale, W/scale).
 
     torch's antialiased kernels (bicubic: Keys a = -0.5 widened by `scale`; taps outside the
