@@ -200,8 +200,6 @@ def check_device(name: str) -> None:
 
 def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) -> int:
     """run once the processes have joined: data, model, fit, summary; the exit code."""
-    import torch.distributed as dist
-
     from srlib.training.checkpoint import RunWriteError
     from srlib.training.history import History
     from srlib.training.loop import fit
@@ -216,20 +214,9 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
         return EXIT_INTERRUPTED
     train_src, val_src, train_set, val_set, model, loss_fn, record = parts
     with contextlib.ExitStack() as held:
-        # Rank 0 alone reads and writes OUT (fit sends last.pt to the others), so it alone
-        # checks and locks it, and tells the others: every process exits 2, or none.
-        problem, resume = None, True
-        if main_process:
-            try:
-                resume = _prepare_run_folder(held, run_dir, cfg, model.config, record, args)
-            except CliError as e:
-                problem = str(e)
-        if world > 1:
-            box = [problem, resume, record]  # rank 0's view of the photos, for all
-            dist.broadcast_object_list(box, src=0)
-            problem, resume, record = box
-        if problem:
-            raise CliError(problem)
+        resume, record = _claim_run_folder(
+            held, run_dir, cfg, model.config, record, args, rank, world
+        )
         if main_process:
             n_val = "no" if val_set is None else f"{len(val_src)} ({len(val_set)} fixed crops)"
             print(
@@ -290,6 +277,38 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, rank: int, world: int) ->
     if verdict.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_NOT_LEARNING if verdict.alerts else 0  # alerts that hold as the run ends
+
+
+def _claim_run_folder(
+    held: contextlib.ExitStack,
+    run_dir: Path,
+    cfg: TrainConfig,
+    model_config: dict,
+    record: dict | None,
+    args: argparse.Namespace,
+    rank: int,
+    world: int,
+) -> tuple[bool, dict | None]:
+    """Rank 0 checks, locks and tidies OUT; (whether to resume, rank 0's data record) for all.
+
+    Rank 0 alone reads and writes OUT (fit sends last.pt to the others), so it alone checks
+    and locks it, and tells the others: every process raises CliError (exit 2), or none.
+    """
+    import torch.distributed as dist
+
+    problem, resume = None, True
+    if rank == 0:
+        try:
+            resume = _prepare_run_folder(held, run_dir, cfg, model_config, record, args)
+        except CliError as e:
+            problem = str(e)
+    if world > 1:
+        box = [problem, resume, record]  # rank 0's view of the photos, for all
+        dist.broadcast_object_list(box, src=0)
+        problem, resume, record = box
+    if problem:
+        raise CliError(problem)
+    return resume, record
 
 
 def _data_and_model(args: argparse.Namespace, cfg: TrainConfig, main_process: bool) -> tuple:
