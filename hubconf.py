@@ -20,7 +20,7 @@ def _load(name: str, device: str) -> Upscaler:
     """The model of checkpoints/<name>.pt beside this file, float32 and in eval mode."""
     from pathlib import Path
 
-    from srlib.train import load_model
+    from srlib.training import load_model
 
     model, _ = load_model(Path(__file__).resolve().parent / "checkpoints" / f"{name}.pt", device)
     return model

@@ -70,7 +70,9 @@ def feature_sizes(weights: str) -> dict[str, list[float]]:
     from srlib import data
     from srlib.models import ResNetUNetUpscaler, UNetUpscaler
 
-    crops = data.SRDataset(data.embedded_photos(), size=96, scale=2, crops_per_image=4, seed=0)
+    crops = data.SRDataset(
+        data.embedded_photos(), size=96, scale=2, method="bilinear", crops_per_image=4, seed=0
+    )
     lq = torch.stack([crops[i][0] for i in range(len(crops))])  # (B, 3, 48, 48)
     torch.manual_seed(0)
     models = {"UNet": UNetUpscaler(2)}

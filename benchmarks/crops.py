@@ -41,8 +41,8 @@ def make_jpegs(folder: Path, n: int, width: int, height: int, noise: float) -> l
 def crops_per_second(sources: list, n_crops: int, args: argparse.Namespace) -> tuple[float, int]:
     """Pull at least n_crops pairs through a shuffled DataLoader; returns (seconds, crops)."""
     per_image = -(-n_crops // len(sources))
-    ds = SRDataset(sources, size=args.size, scale=args.scale, crops_per_image=per_image,
-                   verify=False)  # fmt: skip
+    ds = SRDataset(sources, size=args.size, scale=args.scale, method="bilinear",
+                   crops_per_image=per_image, verify=False)  # fmt: skip
     loader = make_loader(ds, args.batch_size, shuffle=True, workers=args.workers, seed=0)
     start, done = time.perf_counter(), 0
     for lq, gt in loader:

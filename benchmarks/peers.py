@@ -100,9 +100,8 @@ PEERS: dict[str, type[nn.Module]] = {"espcn": ESPCN, "rescnn": ResidualCNN, "see
 
 def build(spec: str, scale: int) -> nn.Module:
     """A model from a spec naming an srlib model ("unet(refine_blocks=4)") or a peer ("espcn")."""
-    from srlib.community import SPAN, Compact
-    from srlib.models import MODELS, parse_model_spec
+    from srlib.registry import MODELS, parse_model_spec
 
-    models = {**MODELS, "compact": Compact, "span": SPAN, **PEERS}
+    models = {**MODELS, **PEERS}  # srlib's (srlib.registry: unet, resnet, compact, span), peers
     name, kwargs = parse_model_spec(spec, models)
     return models[name](scale=scale, **kwargs)

@@ -251,7 +251,7 @@ ARCHS: dict[str, type[nn.Module]] = {"Compact": Compact, "SPAN": SPAN}
 
 
 def build(config: dict[str, Any]) -> nn.Module:
-    """Rebuild a Compact or SPAN from its `config` (srlib.models.build_model calls this)."""
+    """Rebuild a Compact or SPAN from its `config` (srlib.registry.build_model builds any model)."""
     kwargs = dict(config)
     return ARCHS[kwargs.pop("arch")](**kwargs)
 

@@ -12,7 +12,6 @@ only the rows it needs:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import random
@@ -146,13 +145,13 @@ class SRDataset(Dataset):
         self,
         sources: Sequence[Source],
         size: int = 128,
-        scale: int = 4,
+        scale: int = 2,
         crops_per_image: int = 16,
         train: bool = True,
         min_crop: int | None = None,
         max_crop: int | None = None,
         rotate: bool = False,
-        method: str = "bilinear",
+        method: str = "bicubic",
         seed: int = 0,
         verify: bool = True,
         degradation: str | Realistic = "clean",
@@ -372,7 +371,7 @@ def _seed_worker(worker_id: int) -> None:
     """Seed numpy and random in each worker from its torch seed; workers ignore SIGINT, SIGTERM.
 
     Ctrl-C and Jupyter's stop button signal the whole process group, and so may a scheduler's
-    SIGTERM. The main process turns either into a clean stop (`srlib.train.fit`); a worker
+    SIGTERM. The main process turns either into a clean stop (`srlib.training.fit`); a worker
     that died of it would crash the run.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -532,28 +531,16 @@ def default_sources(data_dir: str | os.PathLike = "data/valued") -> tuple[list[S
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: `python -m srlib.data cache --src DIR --dst DIR --max-side 2048 ...`."""
-    parser = argparse.ArgumentParser(prog="python -m srlib.data", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    cache = sub.add_parser("cache", help="decode images once into memory-mappable .npy files")
-    cache.add_argument("--src", default="data/valued/images")
-    cache.add_argument("--dst", default="data/valued/cache")
-    cache.add_argument("--max-side", type=int, default=2048)
-    cache.add_argument("--workers", type=int, default=None)
-    cache.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help="skip larger images (decompression-bomb guard; default: PIL's, ~89.5 MP)",
-    )
-    args = parser.parse_args(argv)
-    if not Path(args.src).is_dir():
-        parser.error(f"--src {args.src} is not a folder")
-    n = len(find_images(args.src))
-    done = prepare_cache(args.src, args.dst, args.max_side, args.workers, args.max_pixels)
-    print(f"{len(done)} of {n} images cached in {args.dst} (longest side <= {args.max_side})")
+def __getattr__(name: str) -> object:
+    """data.main, the fast-crop cache's command line: now srlib.cli.cache (`srlib cache`)."""
+    if name == "main":
+        from srlib.cli.cache import main  # when the old name is used: it imports this module
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m srlib.data cache ...
+    from srlib.cli.cache import main
+
     main()

@@ -158,9 +158,16 @@ def jpeg(x: Tensor, quality: int) -> Tensor:
     return torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float() / 255
 
 
-def quantise(x: Tensor) -> Tensor:
-    """Clamp to [0, 1] and round to 8-bit levels, as a saved image is; float32."""
+def quantize(x: Tensor) -> Tensor:
+    """Clamp to [0, 1] and round to 8-bit levels, as a saved image is; float32.
+
+    Rounds with torch.round (halves to even); srlib.metrics.quantize rounds halves up, as
+    MATLAB does for the published benchmarks. They differ only exactly halfway between levels.
+    """
     return x.float().clamp(0, 1).mul(255).round().div(255)
+
+
+quantise = quantize  # the spelling before issue 26
 
 
 def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
@@ -229,7 +236,7 @@ def realistic_lq(gt: Tensor, scale: int, cfg: Realistic, rng: np.random.Generato
         raise ValueError(f"image size {h}x{w} is not divisible by scale {scale!r}")
     lq_size = (h // scale, w // scale)
     if rng.random() < cfg.clean_prob:
-        return quantise(degrade(gt, scale, "bicubic"))
+        return quantize(degrade(gt, scale, "bicubic"))
 
     def mode() -> str:
         return cfg.resize_modes[int(rng.integers(len(cfg.resize_modes)))]
@@ -249,7 +256,7 @@ def realistic_lq(gt: Tensor, scale: int, cfg: Realistic, rng: np.random.Generato
         x = _maybe_jpeg(_resize(x, lq_size, final), last, rng)
     else:
         x = _resize(_maybe_jpeg(x, last, rng), lq_size, final)
-    return quantise(x[0])
+    return quantize(x[0])
 
 
 # "realistic": photos from phones and the web. Bicubic downscale, JPEG at quality 30-95 on 80%

@@ -113,8 +113,8 @@ def export_safetensors(
     _need(("safetensors",), "export", "safetensors export")
     from safetensors.torch import save
 
-    from srlib.infer import summarize_history
-    from srlib.models import build_model
+    from srlib.registry import build_model
+    from srlib.training.history import summarize as summarize_history
 
     model = build_model(ckpt["model_config"])
     model.load_state_dict(ckpt["model"])  # checks the weights fit; SPAN refolds eval_conv

@@ -75,7 +75,7 @@ def shipped_checkpoint(name: str, download: bool = True, timeout: float = 60.0) 
 
 def _download(url: str, dst: Path, timeout: float) -> None:
     """Fetch `url` into `dst` atomically; it must read back as an srlib checkpoint."""
-    from srlib.train import load_checkpoint
+    from srlib.training.checkpoint import load_checkpoint
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(f".{dst.name}.download")

@@ -44,8 +44,11 @@ from srlib.io import ImageLoadError as ImageLoadError
 from srlib.io import NotAnImageError as NotAnImageError
 from srlib.io import open_image as open_image
 from srlib.io import save_image as save_image
-from srlib.models import Upscaler, build_model, check_model_config
-from srlib.train import cpu_has_bf16, load_checkpoint, save_checkpoint
+from srlib.models import Upscaler
+from srlib.registry import build_model, check_model_config
+from srlib.training.checkpoint import load_checkpoint, save_checkpoint
+from srlib.training.history import summarize as summarize_history  # infer.summarize_history
+from srlib.training.runtime import cpu_has_bf16
 
 # LR core side. With the default models (all convolutions at LR resolution) 512 runs a 12 MP
 # x2 in ~41-46 s at ~1.6 GB peak RSS on 2 CPU cores; 384 is ~15% slower (more overlap), 768
@@ -192,7 +195,9 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
-def _autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+def precision_autocast(
+    device: torch.device, precision: str = "auto"
+) -> contextlib.AbstractContextManager:
     """The forward pass's autocast for `precision` (see `resolve_precision`) on `device`.
 
     bf16/fp16 where torch cannot do them: ValueError.
@@ -248,7 +253,7 @@ def _tiled_pass(
             lq = src[:, iy0:iy1, ix0:ix1].to(device=device, dtype=torch.float32) / src_peak
             lq = lq.expand(3, -1, -1) if c == 1 else lq  # (3, th, tw)
             lq = lq[None].contiguous(memory_format=torch.channels_last)  # (1, 3, th, tw)
-            with _autocast(device, precision):
+            with precision_autocast(device, precision):
                 sr = model(lq)[0]  # (3, th*s, tw*s)
             sr = sr[:, (y0 - iy0) * s : (y1 - iy0) * s, (x0 - ix0) * s : (x1 - ix0) * s]
             if not torch.isfinite(sr).all():  # clamp would turn NaN into a black image
@@ -494,7 +499,7 @@ def export_checkpoint(
 
     Keeps model (parameters in fp16 when `half`; buffers such as BatchNorm statistics stay
     fp32), model_config, config, step, a history summary and `metrics`; drops the optimizer
-    and RNG state. `srlib.train.load_model` reads it (load_state_dict casts back to fp32).
+    and RNG state. `srlib.training.load_model` reads it (load_state_dict casts back to fp32).
     """
     return write_inference_checkpoint(load_checkpoint(src), dst, metrics, half)
 
@@ -520,19 +525,6 @@ def write_inference_checkpoint(
         metrics=dict(metrics or ckpt.get("metrics") or {}),
     )
     return os.path.getsize(dst)
-
-
-def summarize_history(history: dict) -> dict:
-    """The small part of a training history worth shipping: validation curve and speeds."""
-    total = history.get("train", {}).get("total", [])
-    tail = total[-50:]
-    return {
-        "val": history.get("val", {}),
-        "final_train_loss": float(np.mean(tail)) if tail else None,
-        "steps": len(history.get("step", [])),
-        "train_seconds": history.get("train_seconds"),
-        "samples_per_s": history.get("samples_per_s"),
-    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -149,6 +149,10 @@ class WithSharpness(nn.Module):
         return total + self.weight * sharp, {**parts, "sharp": sharp.detach()}
 
 
+# make_loss's names (TrainConfig.loss).
+LOSSES = ("l1", "l2", "perceptual")
+
+
 def make_loss(
     name: str, pretrained: bool = True, sharpness: float = 0.0, sharpness_kind: str = "gradient"
 ) -> nn.Module:

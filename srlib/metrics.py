@@ -48,7 +48,7 @@ from srlib.io import (
     to_rgb_array,
     to_tensor,
 )
-from srlib.resize import BASELINES, _round, matlab_bicubic, matlab_bilinear
+from srlib.resize import BASELINES, matlab_bicubic, matlab_bilinear, round_half_up
 from srlib.resize import imresize as imresize  # re-exported: metrics.imresize still works
 from srlib.resize import make_lq as make_lq  # re-exported, used by evaluate
 from srlib.resize import mod_crop as mod_crop  # re-exported, used by evaluate
@@ -71,7 +71,7 @@ _BASELINE_ALIASES = {"bicubic": "bicubic (MATLAB)", "bilinear": "bilinear (MATLA
 
 def quantize(img: Tensor) -> Tensor:
     """Round a [0, 1] image to 8-bit levels, returned as float in [0, 1] (as if saved to PNG)."""
-    return _round(img.clamp(0, 1) * 255) / 255
+    return round_half_up(img.clamp(0, 1) * 255) / 255
 
 
 def rgb_to_y(img: Tensor) -> Tensor:
@@ -114,7 +114,7 @@ def _prepare(sr: Tensor, gt: Tensor, scale: int, crop_border: int | None) -> tup
 
 def _y8(img: Tensor) -> Tensor:
     """Y (or gray level) of a quantised image rounded to integers, as rgb2ycbcr gives for uint8."""
-    return _round(rgb_to_y(img))
+    return round_half_up(rgb_to_y(img))
 
 
 def _psnr_255(a: Tensor, b: Tensor) -> float:

@@ -12,7 +12,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-# A GAN run's loss parts (srlib.train): BCEs, ln 2 each when the discriminator cannot tell.
+from srlib.training.history import History
+
+# A GAN run's loss parts (srlib.training.gan): BCEs, ln 2 each when the discriminator cannot tell.
 ADVERSARIAL_PARTS = ("g_adv", "d_real", "d_fake")
 
 
@@ -62,29 +64,33 @@ def _raw_and_smooth(ax, steps: np.ndarray, y: Sequence[float], k: int, color: st
     ax.plot(steps[len(y) - len(smooth) : len(y)], smooth, color=color, label=name)
 
 
-def plot_losses(histories: Mapping[str, dict], title: str = "", smooth: int = 10) -> Figure:
+def plot_losses(
+    histories: Mapping[str, dict | History], title: str = "", smooth: int = 10
+) -> Figure:
     """Per model: training loss (linear and log), each loss part, and validation PSNR.
 
     Training curves are drawn raw (faint) with a `smooth`-step moving average over them.
+    `histories`: {name: what `fit` returned (or history.json holds)}.
     """
-    parts = sorted({p for h in histories.values() for p in h["train"] if p != "total"})
+    runs = {name: History.from_dict(h) for name, h in histories.items()}
+    parts = sorted({p for h in runs.values() for p in h.train if p != "total"})
     ncols = 3 + len(parts)
     fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.4))
-    for i, (name, h) in enumerate(histories.items()):
+    for i, (name, h) in enumerate(runs.items()):
         color = f"C{i}"  # one colour per model in every panel, matching the legend
         # While training, `step` can run a few entries ahead of the parts fetched so far.
-        steps = np.asarray(h["step"])
-        k = min(smooth, max(1, len(h["train"].get("total", [])) // 5))
+        steps = np.asarray(h.step)
+        k = min(smooth, max(1, len(h.train.get("total", [])) // 5))
         for ax in axes[:2]:
-            _raw_and_smooth(ax, steps, h["train"].get("total", []), k, color, name)
+            _raw_and_smooth(ax, steps, h.train.get("total", []), k, color, name)
         for ax, part in zip(axes[2 : 2 + len(parts)], parts, strict=True):
-            if part in h["train"]:
-                _raw_and_smooth(ax, steps, h["train"][part], k, color, name)
-        axes[-1].plot(h["val"]["step"], h["val"]["psnr"], "o-", color=color, label=name)
-        base = h["val"].get("base_psnr")
+            if part in h.train:
+                _raw_and_smooth(ax, steps, h.train[part], k, color, name)
+        axes[-1].plot(h.val.step, h.val.psnr, "o-", color=color, label=name)
+        base = h.val.base_psnr
         if base is not None:  # a curve that stays on this line is a run that learned nothing
             axes[-1].axhline(base, color=color, ls=":", lw=1)
-    if any(h["val"].get("base_psnr") is not None for h in histories.values()):
+    if any(h.val.base_psnr is not None for h in runs.values()):
         axes[-1].plot([], [], "k:", lw=1, label="base upscale")
         axes[-1].legend(fontsize=8)
     axes[0].set_title("train loss (total)")

@@ -85,7 +85,7 @@ def _resize_matrix(
     return mat
 
 
-def _round(x: Tensor) -> Tensor:
+def round_half_up(x: Tensor) -> Tensor:
     """Round halves up, as MATLAB's round does for x >= 0 (torch.round rounds half to even)."""
     return torch.floor(x + 0.5)
 
@@ -142,7 +142,7 @@ def imresize(
     mat_w = _resize_matrix(in_w, out_w, scale_w, method, antialias, boundary).to(x.device)
     out = x.to(torch.float64)  # float64 so that results are not limited by float32 rounding
     if uint8:
-        out = _round(out.clamp(0, 1) * 255)  # (..., H, W) 8-bit levels
+        out = round_half_up(out.clamp(0, 1) * 255)  # (..., H, W) 8-bit levels
     # MATLAB resizes the dimension with the smaller scale first (rows on a tie).
     passes = ["h", "w"] if scale_h <= scale_w else ["w", "h"]
     for axis in passes:
@@ -151,7 +151,7 @@ def imresize(
         else:
             out = torch.einsum("...hw,jw->...hj", out, mat_w)
         if uint8:
-            out = _round(out.clamp(0, 255))  # clamping first keeps _round's input >= 0
+            out = round_half_up(out.clamp(0, 255))  # clamped first: its input >= 0
     out = (out / 255 if uint8 else out).to(x.dtype)
     return out.numpy() if is_numpy else out
 
@@ -177,7 +177,7 @@ def _check_kernel(name: str, what: str) -> None:
         raise ValueError(f"{what} must be 'bicubic' or 'bilinear', got {name!r}")
 
 
-def upsample(lq: Tensor, scale: int, mode: str = "bilinear") -> Tensor:
+def upsample(lq: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
     """Classic upscale that the models refine: (B, C, h, w) -> (B, C, h*scale, w*scale).
 
     torch's kernels: "bicubic" is Keys a = -0.75, not MATLAB's -0.5 (see the module docstring);
@@ -192,7 +192,7 @@ def upsample_label(mode: str) -> str:
     return f"{mode} (torch)"
 
 
-def degrade(gt: Tensor, scale: int, method: str = "bilinear") -> Tensor:
+def degrade(gt: Tensor, scale: int, method: str = "bicubic") -> Tensor:
     """Antialiased downscale by scale: (3, H, W) or (B, 3, H, W) -> (..., H/scale, W/scale).
 
     torch's antialiased kernels (bicubic: Keys a = -0.5 widened by `scale`; taps outside the

@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 import srlib
-import srlib.__main__ as cli
-from srlib.__main__ import main
-from srlib.infer import _autocast, upscale_image
-from srlib.train import load_model
+import srlib.cli
+import srlib.cli.upscale as cli
+from srlib.cli import main
+from srlib.infer import precision_autocast, upscale_image
+from srlib.training import load_model
 
 # Tiny tensors: one torch thread in every test here (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,14 +141,14 @@ def test_version(capsys, monkeypatch):
     import importlib.metadata
 
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"srlib {cli.version()}"
-    assert cli.version() == importlib.metadata.version("srlib")  # the installed one
+    assert capsys.readouterr().out.strip() == f"srlib {srlib.cli.version()}"
+    assert srlib.cli.version() == importlib.metadata.version("srlib")  # the installed one
 
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "version", not_installed)  # a bare source tree
-    assert cli.version() == srlib.__version__
+    assert srlib.cli.version() == srlib.__version__
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,8 +167,8 @@ def test_overwrite_check_stats_each_file_once(tmp_path, monkeypatch):
     items, errors = cli.expand_inputs([str(src)])
     assert len(items) == n and not errors
     calls = []
-    file_id = cli._file_id
-    monkeypatch.setattr(cli, "_file_id", lambda p: calls.append(p) or file_id(p))
+    file_id = cli.file_id
+    monkeypatch.setattr(cli, "file_id", lambda p: calls.append(p) or file_id(p))
     monkeypatch.setattr(os.path, "samefile", None)  # the old pairwise check is gone
     jobs, skips, errors = cli.plan_outputs(items, out, 2, "png", overwrite=False)
     assert not jobs and not errors and len(skips) == n
@@ -363,7 +364,7 @@ def test_precision_torch_cannot_do_is_a_clear_error(tmp_path, ckpt, capsys, monk
 
     monkeypatch.setattr(torch, "autocast", autocast_that_gives_up)
     with pytest.raises(ValueError, match="fp16 is not supported on cpu"):
-        _autocast(torch.device("cpu"), "fp16")
+        precision_autocast(torch.device("cpu"), "fp16")
     assert _up(ckpt, _photo(tmp_path / "p.png"), "-o", tmp_path / "out", "--precision", "fp16") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --precision fp16: fp16 is not supported on cpu")
@@ -390,7 +391,7 @@ def test_png_compression_flag(tmp_path, ckpt, capsys):
 def crafted_checkpoint(path: Path, **config) -> Path:
     """A small file whose model_config asks for a huge model (issue 24: 1,441 bytes, 16 s)."""
     from srlib.models import UNetUpscaler
-    from srlib.train import save_checkpoint
+    from srlib.training import save_checkpoint
 
     model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
     save_checkpoint(path, model=model.state_dict(), model_config={**model.config, **config})
@@ -444,7 +445,7 @@ def test_load_model_and_hubconf_refuse_a_crafted_model_config(
 ):
     import importlib.util
 
-    import srlib.train
+    import srlib.training.checkpoint
 
     path = crafted_checkpoint(tmp_path / "crafted.pt", **config)
     conv_sizes.clear()  # from here on
@@ -455,15 +456,15 @@ def test_load_model_and_hubconf_refuse_a_crafted_model_config(
     )
     hub = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hub)
-    crafted = srlib.train.load_checkpoint(path)
-    monkeypatch.setattr(srlib.train, "load_checkpoint", lambda *args, **kwargs: crafted)
+    crafted = srlib.training.checkpoint.load_checkpoint(path)
+    monkeypatch.setattr(srlib.training.checkpoint, "load_checkpoint", lambda *a, **k: crafted)
     with pytest.raises(ValueError, match="a corrupt or crafted checkpoint"):
         hub.unet_x2()  # as if checkpoints/unet_x2.pt were this file
     assert conv_sizes == []
 
 
 def test_weights_that_do_not_match_their_config_are_one_clear_error(tmp_path, capsys):
-    from srlib.models import check_model_config
+    from srlib.registry import check_model_config
 
     path = crafted_checkpoint(tmp_path / "other.pt", refine_blocks=2, encoder_channels=[8, 16, 8])
     assert main(["info", str(path)]) == 2

@@ -30,6 +30,8 @@ except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on 
     from _images import png16
 
 W, H = 64, 48  # size of the good test images
+# SRDataset's defaults before issue 26 (now x2, bicubic), which these tests were written with.
+X4 = dict(scale=4, method="bilinear")
 
 
 def _noise(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
@@ -143,7 +145,9 @@ def test_embedded_photos_offline() -> None:
 @pytest.mark.parametrize("scale", [2, 4])
 def test_dataset_skips_broken_and_yields_pairs(folder: Path, scale: int) -> None:
     with pytest.warns(UserWarning, match=r"skipped 4 of 13 images") as record:
-        ds = SRDataset(find_images(folder), size=32, scale=scale, crops_per_image=2)
+        ds = SRDataset(
+            find_images(folder), size=32, scale=scale, method="bilinear", crops_per_image=2
+        )
     message = str(record[0].message)
     for name in ("corrupt.png", "truncated.jpg", "notimage.jpg", "tiny.png"):
         assert name in message
@@ -157,7 +161,7 @@ def test_dataset_skips_broken_and_yields_pairs(folder: Path, scale: int) -> None
 
 def test_lazy_verify_survives_truncated_file(folder: Path) -> None:
     with pytest.warns(UserWarning, match="skipped 3 of"):  # headers catch all but truncation
-        ds = SRDataset(find_images(folder), size=32, crops_per_image=1, verify=False)
+        ds = SRDataset(find_images(folder), size=32, **X4, crops_per_image=1, verify=False)
     bad = ds.names.index(str(folder / "truncated.jpg"))
     with pytest.warns(UserWarning, match="truncated.jpg"):
         lq, gt = ds[bad]  # falls back to the next image instead of crashing
@@ -168,7 +172,7 @@ def test_ten_thousand_skipped_files_make_one_short_warning() -> None:
     """Issue 24: 10,000 tiny files made one 333 KB warning line; now the first few and a count."""
     tiny = [(f"tiny{i:05d}", _noise(8, 8)) for i in range(10_000)]
     with pytest.warns(UserWarning, match="skipped 10000 of 10001 images") as record:
-        SRDataset([("ok", _noise(40, 40)), *tiny], size=32, scale=4, crops_per_image=1)
+        SRDataset([("ok", _noise(40, 40)), *tiny], size=32, **X4, crops_per_image=1)
     message = str(record[0].message)
     assert len(message) < 400 and "\n" not in message
     assert message.endswith("tiny00004 (too small: 8x8 < 16 px) and 9,995 more")
@@ -177,21 +181,21 @@ def test_ten_thousand_skipped_files_make_one_short_warning() -> None:
 def test_small_images_upscaled_tiny_skipped() -> None:
     small, tiny = ("small", _noise(20, 24)), ("tiny", _noise(8, 8))
     with pytest.warns(UserWarning, match=r"skipped 1 of 2 images: tiny \(too small"):
-        ds = SRDataset([small, tiny], size=32, scale=4, crops_per_image=2)
+        ds = SRDataset([small, tiny], size=32, **X4, crops_per_image=2)
     assert ds.names == ["small"] and ds[0][1].shape == (3, 32, 32)
     with pytest.raises(ValueError, match="no usable images"), pytest.warns(UserWarning):
-        SRDataset([tiny], size=32)
+        SRDataset([tiny], size=32, **X4)
 
 
 def test_grayscale_array_source_and_bad_scale() -> None:
-    ds = SRDataset([("gray", _noise()[:, :, 0])], size=32, scale=4)
+    ds = SRDataset([("gray", _noise()[:, :, 0])], size=32, **X4)
     lq, gt = ds[0]
     assert torch.equal(gt[0], gt[1]) and lq.shape == (3, 8, 8)
     with pytest.raises(ValueError, match="not divisible by scale"):
-        SRDataset([("img", _noise())], size=30, scale=4)
+        SRDataset([("img", _noise())], size=30, **X4)
     with pytest.raises(ValueError, match="bicubic"):
         SRDataset([("img", _noise())], size=32, method="nearest")
-    lq, gt = SRDataset([("img", _noise())], size=32, rotate=True)[0]
+    lq, gt = SRDataset([("img", _noise())], size=32, **X4, rotate=True)[0]
     assert gt.shape == (3, 32, 32) and lq.shape == (3, 8, 8)
 
 
@@ -201,19 +205,19 @@ def test_malformed_npy_skipped(tmp_path: Path) -> None:
     np.save(tmp_path / "ok.npy", _noise())
     sources = sorted(tmp_path.glob("*.npy"))
     with pytest.warns(UserWarning, match=r"skipped 2 of 3 images: float.npy .*junk.npy"):
-        ds = SRDataset(sources, size=32)
+        ds = SRDataset(sources, size=32, **X4)
     assert ds.names == [str(tmp_path / "ok.npy")]
 
 
 def test_validation_crops_deterministic_training_seeded() -> None:
     sources = [("a", _noise(96, 128, seed=1)), ("b", _noise(80, 80, seed=2))]
-    val = SRDataset(sources, size=32, crops_per_image=4, train=False)
+    val = SRDataset(sources, size=32, **X4, crops_per_image=4, train=False)
     first = [val[i][1] for i in range(len(val))]
     assert all(torch.equal(a, val[i][1]) for i, a in enumerate(first))  # same every epoch
     assert not torch.equal(first[0], first[1])  # but different crops within an image
 
     def epoch(seed: int) -> list[torch.Tensor]:
-        ds = SRDataset(sources, size=32, crops_per_image=4, seed=seed)
+        ds = SRDataset(sources, size=32, **X4, crops_per_image=4, seed=seed)
         return [gt for _, gt in make_loader(ds, batch_size=4, seed=seed)]
 
     a, b, c = epoch(0), epoch(0), epoch(1)
@@ -222,7 +226,7 @@ def test_validation_crops_deterministic_training_seeded() -> None:
 
 
 def test_loader_workers_get_different_crops() -> None:
-    ds = SRDataset([("a", _noise(256, 256))], size=32, crops_per_image=4)
+    ds = SRDataset([("a", _noise(256, 256))], size=32, **X4, crops_per_image=4)
     loader = make_loader(ds, batch_size=1, shuffle=False, workers=2, seed=0)
     crops = [gt for _, gt in loader]  # crops 0, 2 from worker 0; 1, 3 from worker 1
     assert not torch.equal(crops[0], crops[1])
@@ -279,8 +283,8 @@ def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
 
     # Same validation crops whether decoded from the JPEG or memory-mapped from the cache.
-    from_jpeg = SRDataset([src / "a.jpg"], size=32, crops_per_image=4, train=False)
-    from_npy = SRDataset([cached[0]], size=32, crops_per_image=4, train=False)
+    from_jpeg = SRDataset([src / "a.jpg"], size=32, **X4, crops_per_image=4, train=False)
+    from_npy = SRDataset([cached[0]], size=32, **X4, crops_per_image=4, train=False)
     for i in range(4):
         assert all(torch.equal(x, y) for x, y in zip(from_jpeg[i], from_npy[i], strict=True))
 
@@ -322,12 +326,12 @@ def test_cache_cli_and_default_sources(tmp_path: Path, capsys: pytest.CaptureFix
     assert [Path(s).suffix for s in sources] == [".npy"] * 3 and "3 of them" in description
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the cached files are all fine
-        assert SRDataset(sources, size=16, scale=2)[0][1].shape == (3, 16, 16)
+        assert SRDataset(sources, size=16, scale=2, method="bilinear")[0][1].shape == (3, 16, 16)
 
 
 def test_training_crops_keyed_on_seed_epoch_index() -> None:
     sources = [("a", _noise(96, 128, seed=1)), ("b", _noise(80, 80, seed=2))]
-    ds = SRDataset(sources, size=32, crops_per_image=4, seed=3)
+    ds = SRDataset(sources, size=32, **X4, crops_per_image=4, seed=3)
     first = [ds[i][1] for i in range(len(ds))]
     backwards = [ds[i][1] for i in reversed(range(len(ds)))][::-1]
     assert all(torch.equal(a, b) for a, b in zip(first, backwards, strict=True))  # any order

@@ -162,7 +162,7 @@ def test_seed_lists_download_cache_and_train(fake, loopback_only, tmp_path, caps
     )
 
     # 5. Training on them: two steps of fit, then two steps of `python -m srlib train`.
-    train_set = data.SRDataset(sources, size=32, scale=2, crops_per_image=2)
+    train_set = data.SRDataset(sources, size=32, scale=2, method="bilinear", crops_per_image=2)
     model = UNetUpscaler(2, (8, 16, 16), (16, 8), 0)
     cfg = TrainConfig(name="chain", steps=2, batch_size=4, warmup_steps=1, val_every=2)
     cfg = dataclasses.replace(cfg, checkpoint_every=2, out_dir=str(tmp_path / "runs"))

@@ -262,7 +262,7 @@ def test_distributed_setup_takes_the_backend(tmp_path, monkeypatch):
 
 def test_the_control_group_is_made_once_per_process_group(tmp_path, monkeypatch):
     """Under NCCL, fit sends its flags over one gloo group, not a new one per call."""
-    import srlib.train as train
+    import srlib.training.distributed as train
 
     made = []
     new_group = torch.distributed.new_group
@@ -273,8 +273,8 @@ def test_the_control_group_is_made_once_per_process_group(tmp_path, monkeypatch)
             "gloo", init_method=f"file://{tmp_path}/store{attempt}", rank=0, world_size=1
         )
         try:
-            group = train._control_group()
-            assert group is not None and train._control_group() is group
+            group = train.control_group()
+            assert group is not None and train.control_group() is group
             assert len(made) == attempt + 1
         finally:
             torch.distributed.destroy_process_group()
@@ -286,13 +286,13 @@ def test_the_control_group_is_made_once_per_process_group(tmp_path, monkeypatch)
 TRAIN = """
 import sys
 sys.path.insert(0, {repo!r})
-import srlib.train
-from srlib.__main__ import main
+import srlib.training.loop
+from srlib.cli import main
 
 if {early_alert!r}:  # three validations at the base (an alert), then learning: it clears
     scores = iter([30.0, 30.0, 30.0, 30.5])
-    srlib.train.base_psnr = lambda *args, **kwargs: 30.0
-    srlib.train.validate = lambda *args, **kwargs: (0.1, next(scores))
+    srlib.training.loop.base_psnr = lambda *args, **kwargs: 30.0
+    srlib.training.loop.validate = lambda *args, **kwargs: (0.1, next(scores))
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -235,7 +235,7 @@ def _photos() -> list[tuple[str, np.ndarray]]:
 
 @pytest.mark.parametrize("train", [True, False])
 def test_dataset_realistic_keeps_the_crops_and_changes_the_lq(train):
-    kw = dict(size=32, scale=2, crops_per_image=4, seed=3, train=train)
+    kw = dict(size=32, scale=2, method="bilinear", crops_per_image=4, seed=3, train=train)
     clean = SRDataset(_photos(), **kw)
     real = SRDataset(_photos(), degradation="realistic", **kw)
     custom = SRDataset(_photos(), degradation=only(jpeg_prob=1, jpeg_quality=(20, 20)), **kw)
@@ -253,7 +253,9 @@ def test_dataset_realistic_keeps_the_crops_and_changes_the_lq(train):
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 2 workers on a 1-CPU test
 def test_dataset_realistic_lq_same_in_workers():
-    ds = SRDataset(_photos(), size=32, scale=2, crops_per_image=2, degradation="realistic")
+    ds = SRDataset(
+        _photos(), size=32, scale=2, method="bilinear", crops_per_image=2, degradation="realistic"
+    )
     plain = torch.cat([lq for lq, _ in make_loader(ds, 2, seed=1)])
     workers = torch.cat([lq for lq, _ in make_loader(ds, 2, seed=1, workers=2)])
     assert torch.equal(plain, workers)

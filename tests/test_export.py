@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-import srlib.__main__ as cli
+import srlib.cli.upscale as cli
 import srlib.infer as infer
-from srlib.__main__ import main
+from srlib.cli import main
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler
-from srlib.train import load_model, save_checkpoint
+from srlib.training import load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = [
@@ -182,7 +182,7 @@ def _ckpt(model: torch.nn.Module, path: Path) -> Path:
     """A checkpoint with what a run records: training config, history, metrics."""
     from dataclasses import asdict
 
-    from srlib.train import TrainConfig
+    from srlib.training import TrainConfig
 
     cfg = asdict(TrainConfig(steps=1500, batch_size=8, patch_size=96, degradation="realistic"))
     history = {"val": {"step": [1000, 1500], "psnr": [31.2, 31.5]}, "step": [1] * 1500}

@@ -12,12 +12,12 @@ from srlib.models import PatchDiscriminator, UNetDiscriminator, UNetUpscaler
 from srlib.train import (
     ADDED_FIELDS,
     TrainConfig,
-    _GanTrainer,
     check_config,
     fit,
     load_checkpoint,
     load_model,
 )
+from srlib.training.gan import GanTrainer
 from tests.test_train import Interrupting, cfg, pairs, tiny_model
 
 # 6 steps of a tiny model learn little: the NOT LEARNING alert is not what these tests check.
@@ -54,7 +54,7 @@ def test_discriminators_give_logits_of_the_documented_shapes(size):
 
 
 def test_the_discriminator_learns_in_its_own_step_only(tmp_path):
-    gan = _GanTrainer(cfg(tmp_path, gan="unet"), CPU)
+    gan = GanTrainer(cfg(tmp_path, gan="unet"), CPU)
     model = tiny_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     lq, gt = pairs(4)[:]
@@ -81,7 +81,7 @@ def test_the_discriminator_learns_in_its_own_step_only(tmp_path):
 
 
 def test_the_adversarial_loss_alone_moves_the_generator(tmp_path):
-    gan = _GanTrainer(cfg(tmp_path, gan="patch"), CPU)
+    gan = GanTrainer(cfg(tmp_path, gan="patch"), CPU)
     sr = torch.rand(2, 3, 32, 32, requires_grad=True)
     loss, parts = gan.generator_loss(sr, torch.zeros(()), {})
     (grad,) = torch.autograd.grad(loss, sr)
@@ -242,9 +242,9 @@ def test_new_fields_mean_as_before_when_absent():
     ],
 )
 def test_gan_and_ema_refuse_several_processes(tmp_path, monkeypatch, run, named, not_named):
-    import srlib.train
+    import srlib.training.loop
 
-    monkeypatch.setattr(srlib.train, "_rank_and_world", lambda: (0, 2))
+    monkeypatch.setattr(srlib.training.loop, "rank_and_world", lambda: (0, 2))
     with pytest.raises(ValueError) as caught:
         fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, **run), progress=False)
     message = str(caught.value)

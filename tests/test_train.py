@@ -343,7 +343,7 @@ def test_loss_parts_are_fetched_every_log_every_steps(tmp_path, monkeypatch):
 
 
 def test_resume_reads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
-    import srlib.train as train
+    import srlib.training.checkpoint as train
 
     fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
     seen = []
@@ -620,10 +620,11 @@ def test_a_time_budget_anneals_by_the_clock_at_the_top_of_each_step(tmp_path, mo
     """The LR's time progress includes loading the step's own batch, as before DDP."""
     import types
 
-    import srlib.train
+    import srlib.training.loop
 
     clock = [0.0]
-    monkeypatch.setattr(srlib.train, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(srlib.training.loop, "time", fake_time)
     run = cfg(tmp_path, steps=100, time_budget_s=40.0, val_every=1000, checkpoint_every=1000)
     hist = fit(tiny_model(), PixelLoss("l1"), Slow(pairs(), clock), None, run, progress=False)
     # 4 s a step (a batch of 4): the budget is spent after step 10.
@@ -634,7 +635,7 @@ def test_a_time_budget_anneals_by_the_clock_at_the_top_of_each_step(tmp_path, mo
 
 
 def test_cpu_bf16_autocast_only_where_asked_and_native(monkeypatch):
-    import srlib.train
+    import srlib.training.runtime
     from srlib.train import use_autocast
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -644,10 +645,10 @@ def test_cpu_bf16_autocast_only_where_asked_and_native(monkeypatch):
     assert use_autocast(TrainConfig(), cuda) and not use_autocast(TrainConfig(amp=False), cuda)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert not use_autocast(TrainConfig(), cuda)
-    monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(srlib.training.runtime, "cpu_has_bf16", lambda: True)
     assert use_autocast(TrainConfig(cpu_bf16=True), cpu)
     assert not use_autocast(TrainConfig(cpu_bf16=True, amp=False), cpu)
-    monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(srlib.training.runtime, "cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16"):  # never silently emulated
         assert not use_autocast(TrainConfig(cpu_bf16=True), cpu)
 
@@ -655,9 +656,10 @@ def test_cpu_bf16_autocast_only_where_asked_and_native(monkeypatch):
 def test_cpu_bf16_run_trains_in_bf16_keeps_float32_weights_and_resumes_exactly(
     tmp_path, monkeypatch
 ):
-    import srlib.train
+    import srlib.training.runtime
 
-    monkeypatch.setattr(srlib.train, "cpu_has_bf16", lambda: True)  # emulated where not native
+    # Emulated where not native.
+    monkeypatch.setattr(srlib.training.runtime, "cpu_has_bf16", lambda: True)
     seen = []
     torch.manual_seed(0)
     model = tiny_model()
@@ -788,13 +790,14 @@ def test_a_checkpoint_from_before_data_was_recorded_still_resumes(tmp_path):
 
 def test_an_early_alert_that_clears_is_not_the_verdict(tmp_path, monkeypatch, capsys):
     """Issue 24: +0.14 dB at the end, yet 'NOT LEARNING' from step 15 on, and exit 3."""
-    import srlib.train as train
+    import srlib.training.loop as train
+    from srlib.training import NotLearningWarning
 
     scores = iter([30.0, 30.0, 30.0, 30.5])  # three validations at the base, then learning
     monkeypatch.setattr(train, "base_psnr", lambda *args, **kwargs: 30.0)
     monkeypatch.setattr(train, "validate", lambda *args, **kwargs: (0.1, next(scores)))
     run = cfg(tmp_path, steps=8, val_every=2, checkpoint_every=2)
-    with pytest.warns(train.NotLearningWarning):  # the early warning, at step 6
+    with pytest.warns(NotLearningWarning):  # the early warning, at step 6
         hist = fit(tiny_model(), PixelLoss("l1"), pairs(), pairs(4), run, progress=False)
     assert hist["alerts"] == []  # the verdict: as the run ends, it learns
     (cleared,) = hist["cleared_alerts"]

@@ -21,12 +21,15 @@ from PIL import Image
 
 import srlib.data
 import srlib.models
-import srlib.train
-from srlib.__main__ import CliError, build_parser, main
+import srlib.training.checkpoint
+import srlib.training.distributed
+import srlib.training.loop
+from srlib.cli import CliError, build_parser, main
+from srlib.cli.train import RunLog, train_config, train_sources
 from srlib.degrade import DEGRADATIONS
 from srlib.losses import SharpnessLoss
 from srlib.train import PRESETS, TrainConfig, load_checkpoint, preset
-from srlib.train_cli import RunLog, train_config, train_sources
+from srlib.training.history import History
 
 # Runs with --lr 0 keep sr == its base upscale: they are NOT LEARNING by construction.
 pytestmark = [
@@ -227,14 +230,14 @@ def test_bad_options_exit_2(tmp_path, photos, capsys):
 
 
 def test_ctrl_c_stops_cleanly_exits_130_and_resumes(tmp_path, photos, monkeypatch, capsys):
-    validate = srlib.train.validate
+    validate = srlib.training.loop.validate
 
     def interrupted_validate(*args, **kwargs):  # Ctrl-C during the first validation
-        monkeypatch.setattr(srlib.train, "validate", validate)
+        monkeypatch.setattr(srlib.training.loop, "validate", validate)
         signal.raise_signal(signal.SIGINT)
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(srlib.train, "validate", interrupted_validate)
+    monkeypatch.setattr(srlib.training.loop, "validate", interrupted_validate)
     out = tmp_path / "run"
     assert _train(photos, out, "--lr", "0", "--steps", "6") == 130
     printed = capsys.readouterr().out
@@ -305,7 +308,7 @@ def test_cpu_training_under_torchrun_joins_over_gloo(tmp_path, photos, monkeypat
         backends.append(backend)
         raise Joined
 
-    monkeypatch.setattr(srlib.train, "distributed_setup", setup)
+    monkeypatch.setattr(srlib.training.distributed, "distributed_setup", setup)
     for device in ("cpu", "auto"):
         with pytest.raises(Joined):
             _train(photos, tmp_path / "run", "--device", device)
@@ -338,7 +341,7 @@ def test_the_process_group_is_closed_at_the_end(tmp_path, photos, monkeypatch):
 
 
 def _history(steps: int) -> dict:
-    history = srlib.train._new_history()
+    history = History().to_dict()
     history["step"] = list(range(1, steps + 1))
     history["lr"] = [0.001] * steps
     history["train"] = {"total": [0.1] * steps, "pixel": [0.1] * steps}
@@ -477,14 +480,14 @@ def test_resuming_on_other_photos_is_refused_saying_what_changed(tmp_path, photo
 def test_new_phase_continues_on_changed_photos_with_its_own_baseline(
     tmp_path, photos, monkeypatch, capsys
 ):
-    validate = srlib.train.validate
+    validate = srlib.training.loop.validate
 
     def interrupted_validate(*args, **kwargs):  # Ctrl-C during the first validation
-        monkeypatch.setattr(srlib.train, "validate", validate)
+        monkeypatch.setattr(srlib.training.loop, "validate", validate)
         signal.raise_signal(signal.SIGINT)
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(srlib.train, "validate", interrupted_validate)
+    monkeypatch.setattr(srlib.training.loop, "validate", interrupted_validate)
     out = tmp_path / "run"
     assert _train(photos, out, "--lr", "0", "--steps", "6") == 130
     old = load_checkpoint(out / "last.pt")
@@ -509,8 +512,8 @@ def test_new_phase_continues_on_changed_photos_with_its_own_baseline(
 def test_an_early_not_learning_alert_that_clears_exits_0(tmp_path, photos, monkeypatch, capsys):
     """Issue 24: +0.14 dB at the end, still exit 3 and 'NOT LEARNING ... (step 15)'."""
     scores = iter([30.0, 30.0, 30.0, 30.5])  # three validations at the base, then learning
-    monkeypatch.setattr(srlib.train, "base_psnr", lambda *args, **kwargs: 30.0)
-    monkeypatch.setattr(srlib.train, "validate", lambda *args, **kwargs: (0.1, next(scores)))
+    monkeypatch.setattr(srlib.training.loop, "base_psnr", lambda *args, **kwargs: 30.0)
+    monkeypatch.setattr(srlib.training.loop, "validate", lambda *a, **k: (0.1, next(scores)))
     out = tmp_path / "run"
     assert _train(photos, out, "--steps", "8") == 0
     printed = capsys.readouterr().out
@@ -560,7 +563,7 @@ def test_a_second_training_in_the_same_out_is_refused(tmp_path, photos, capsys):
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from srlib.train_cli import _run_lock
+            from srlib.cli.train import _run_lock
             with _run_lock(Path({str(out)!r})):
                 print("locked", flush=True)
                 time.sleep(60)
@@ -608,14 +611,14 @@ def test_sigterm_stops_cleanly_after_the_step_and_the_run_resumes(tmp_path, phot
     script = tmp_path / "term.py"
     script.write_text(textwrap.dedent(f"""
         import signal, sys
-        import srlib.train
-        from srlib.__main__ import main
-        validate = srlib.train.validate
+        import srlib.training.loop
+        from srlib.cli import main
+        validate = srlib.training.loop.validate
         def terminated_validate(*args, **kwargs):  # SIGTERM during the first validation
-            srlib.train.validate = validate
+            srlib.training.loop.validate = validate
             signal.raise_signal(signal.SIGTERM)
             return validate(*args, **kwargs)
-        srlib.train.validate = terminated_validate
+        srlib.training.loop.validate = terminated_validate
         sys.exit(main(["train", "--preset", "smoke", "--data", {str(photos)!r}, "--out",
                        {str(out)!r}, "--steps", "6", "--crops-per-image", "2", "--lr", "0"]))
     """))  # fmt: skip
@@ -633,16 +636,16 @@ def test_the_same_run_under_another_path_or_folder_name_resumes(
     tmp_path, photos, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    validate = srlib.train.validate
+    validate = srlib.training.loop.validate
 
     def interrupted_validate(*args, **kwargs):
-        monkeypatch.setattr(srlib.train, "validate", validate)
+        monkeypatch.setattr(srlib.training.loop, "validate", validate)
         signal.raise_signal(signal.SIGINT)
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(srlib.train, "validate", interrupted_validate)
+    monkeypatch.setattr(srlib.training.loop, "validate", interrupted_validate)
     assert _train(photos, Path("runs/a"), "--lr", "0", "--steps", "6") == 130
-    monkeypatch.setattr(srlib.train, "validate", interrupted_validate)
+    monkeypatch.setattr(srlib.training.loop, "validate", interrupted_validate)
     capsys.readouterr()
     assert _train(photos, tmp_path / "runs" / "a", "--lr", "0", "--steps", "6") == 130
     assert "resumed a from" in capsys.readouterr().out  # --out /abs/runs/a: the same run
@@ -672,8 +675,8 @@ def test_an_unwritable_run_folder_is_one_line_before_the_first_step(
 
         monkeypatch.setattr(tempfile, "mkstemp", read_only)
         cause = "Read-only file system"
-    steps = []
-    monkeypatch.setattr(srlib.train, "to_device", lambda *a: steps.append(1))  # no step may run
+    steps = []  # no step may run
+    monkeypatch.setattr(srlib.training.loop, "to_device", lambda *a: steps.append(1))
     try:
         assert _train(photos, out, "--lr", "0") == 2
     finally:
@@ -698,7 +701,7 @@ def test_a_full_disk_while_training_is_one_line_and_exit_4(
             yield f
 
     monkeypatch.setattr(srlib.io, "atomic_write", full_disk)
-    monkeypatch.setattr(srlib.train, "atomic_write", full_disk)
+    monkeypatch.setattr(srlib.training.checkpoint, "atomic_write", full_disk)
     out = tmp_path / "run"
     assert _train(photos, out, "--lr", "0") == 4
     err = _error_after_progress(capsys)
@@ -760,16 +763,16 @@ def test_a_run_folder_of_an_older_srlib_still_resumes(tmp_path, photos, capsys):
     """No .srlib-run.json, a last.pt without a data record: resumed as before, data recorded."""
     from srlib.train import save_checkpoint
 
-    validate = srlib.train.validate
+    validate = srlib.training.loop.validate
     out = tmp_path / "run"
     with pytest.MonkeyPatch.context() as m:
 
         def interrupted_validate(*args, **kwargs):
-            m.setattr(srlib.train, "validate", validate)
+            m.setattr(srlib.training.loop, "validate", validate)
             signal.raise_signal(signal.SIGINT)
             return validate(*args, **kwargs)
 
-        m.setattr(srlib.train, "validate", interrupted_validate)
+        m.setattr(srlib.training.loop, "validate", interrupted_validate)
         assert _train(photos, out, "--lr", "0", "--steps", "6") == 130
     ckpt = load_checkpoint(out / "last.pt")
     del ckpt["data"]
