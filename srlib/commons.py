@@ -45,7 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from srlib import __version__
-from srlib.io import _pixel_limit, atomic_write
+from srlib.io import atomic_write, pixel_limit
 
 try:
     import fcntl
@@ -1033,7 +1033,7 @@ def _pil_pixel_limit(max_pixels: int) -> contextlib.AbstractContextManager:
     before = Image.MAX_IMAGE_PIXELS
     # Explicit raise so PIL's own bomb check does not reject what the user allowed (_verify
     # enforces max_pixels itself); it is process-wide, so it goes back on the way out.
-    return _pixel_limit(before if before is None else max(before, max_pixels))
+    return pixel_limit(before if before is None else max(before, max_pixels))
 
 
 def download(
