@@ -18,11 +18,11 @@ from srlib import commons
 from srlib.commons import COLUMNS, CommonsError, Item, download, parse_list, safe_name
 
 try:
-    from tests._commons_server import FakeCommons, make_image
+    from tests.datasets._commons_server import FakeCommons, make_image
 except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
-    from _commons_server import FakeCommons, make_image
+    from datasets._commons_server import FakeCommons, make_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTACT = "srlib-tests@example.invalid"
 # Short timeouts and delays keep the fault tests fast; the fake's slow answer takes 1 s.
 FAST = dict(contact=CONTACT, timeout=0.5, retries=3, base_delay=0.01, max_delay=0.05)

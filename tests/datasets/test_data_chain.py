@@ -1,7 +1,8 @@
 """The Commons data end to end, offline: seed-format lists -> download -> cache -> training.
 
 Lines are taken from the lists shipped in data/valued/ and served by the loopback fake of
-Commons (tests/_commons_server.py); a guard makes any other network access fail the test.
+Commons (tests/datasets/_commons_server.py); a guard makes any other network access fail the
+test.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from srlib.models import UNetUpscaler
 from srlib.train import NotLearningWarning, TrainConfig, fit
 
 try:
-    from tests._commons_server import make_image
+    from tests.datasets._commons_server import make_image
 except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
-    from _commons_server import make_image
+    from datasets._commons_server import make_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VALUED = REPO / "data" / "valued"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 CONTACT = "srlib-tests@example.invalid"
