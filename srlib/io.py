@@ -86,7 +86,7 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _pixel_limit(limit: int | None) -> Iterator[None]:
+def pixel_limit(limit: int | None) -> Iterator[None]:
     """PIL's bomb limit set to `limit` inside this block only, then restored.
 
     The limit is a process-wide global: fine for srlib (data workers are processes), but do
@@ -98,6 +98,9 @@ def _pixel_limit(limit: int | None) -> Iterator[None]:
         yield
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+_pixel_limit = pixel_limit  # the old private name, kept for one release
 
 
 @contextlib.contextmanager
@@ -140,7 +143,7 @@ def open_image(
     See the module docstring for what is normalised.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    with _load_errors(path, limit), open(path, "rb") as f, _pixel_limit(limit):
+    with _load_errors(path, limit), open(path, "rb") as f, pixel_limit(limit):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             im = Image.open(f)
@@ -213,7 +216,7 @@ def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
     `max_pixels` raises PIL's bomb limit for this call only (e.g. to size a large output).
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    with _pixel_limit(limit), _load_errors(path, limit), open(path, "rb") as f:
+    with pixel_limit(limit), _load_errors(path, limit), open(path, "rb") as f:
         with Image.open(f) as im:
             return im.size
 
@@ -260,7 +263,7 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
 
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """Any mode -> (3, H, W) float32 RGB in [0, 1]; 16-bit and float keep their precision."""
-    import torch  # here: the downloader (srlib.commons) uses this module without torch
+    import torch  # here: the downloader (srlib.datasets) uses this module without torch
 
     deep = _deep_gray(im)
     if deep is not None:

@@ -47,11 +47,11 @@ def one_thread():
 
 @pytest.fixture
 def fake_commons():
-    """A loopback imitation of Wikimedia Commons (tests/_commons_server.py), stopped after."""
+    """A loopback imitation of Wikimedia Commons, stopped after (tests/datasets/_commons_server)."""
     try:
-        from tests._commons_server import FakeCommons
+        from tests.datasets._commons_server import FakeCommons
     except ImportError:  # tests/ run as the rootdir's top level
-        from _commons_server import FakeCommons
+        from datasets._commons_server import FakeCommons
     server = FakeCommons()
     server.start()
     yield server

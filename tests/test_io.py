@@ -24,6 +24,7 @@ from srlib.io import (
     find_images,
     is_gray,
     open_image,
+    pixel_limit,
     save_image,
     to_rgb_array,
     to_tensor,
@@ -237,6 +238,20 @@ def test_decompression_bomb_guard_stays_on(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ImageLoadError, match="pixel limit of 4095"):
         open_image(tmp_path / "ok.png", max_pixels=64 * 64 - 1)
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_pixel_limit_is_public_and_restores_pils_limit(monkeypatch) -> None:
+    import srlib.io
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(RuntimeError, match="inside"), pixel_limit(5000):
+        assert Image.MAX_IMAGE_PIXELS == 5000
+        with pixel_limit(None):  # None: PIL's guard off inside this block only
+            assert Image.MAX_IMAGE_PIXELS is None
+        assert Image.MAX_IMAGE_PIXELS == 5000
+        raise RuntimeError("inside")
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored, also after an error
+    assert srlib.io._pixel_limit is pixel_limit  # the old name works for one release
 
 
 def test_data_and_metrics_list_the_same_files(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_realworld_notebook_runs_with_smoke_preset(tmp_path, monkeypatch, this_p
     "name", ["upscale_unet.ipynb", "upscale_resnet.ipynb", "upscale_realworld.ipynb"]
 )
 def test_notebook_runs_on_downloaded_photos(name, tmp_path, monkeypatch, this_python_kernel):
-    """A folder of photos (as `python -m srlib.commons download` leaves it), without the
+    """A folder of photos (as `python -m srlib.datasets download` leaves it), without the
     embedded photos the notebooks name (chelsea, moon): every cell must still run."""
     import numpy as np
     from PIL import Image

@@ -1,7 +1,8 @@
 """The Commons data end to end, offline: seed-format lists -> download -> cache -> training.
 
 Lines are taken from the lists shipped in data/valued/ and served by the loopback fake of
-Commons (tests/_commons_server.py); a guard makes any other network access fail the test.
+Commons (tests/datasets/_commons_server.py); a guard makes any other network access fail the
+test.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srlib import commons, data
+from srlib import data, datasets
 from srlib.__main__ import main as srlib_main
 from srlib.losses import PixelLoss
 from srlib.models import UNetUpscaler
 from srlib.train import NotLearningWarning, TrainConfig, fit
 
 try:
-    from tests._commons_server import make_image
+    from tests.datasets._commons_server import make_image
 except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
-    from _commons_server import make_image
+    from datasets._commons_server import make_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VALUED = REPO / "data" / "valued"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 CONTACT = "srlib-tests@example.invalid"
@@ -124,7 +125,7 @@ def test_seed_lists_download_cache_and_train(fake, loopback_only, tmp_path, caps
     common = ["--out", str(images), "--api", fake.api, *FAST]
 
     # 1. The file-page list: one file is missing, so exit status 1 and a failure list.
-    assert commons.main(["download", str(data_dir / "link_list.txt"), *common]) == 1
+    assert datasets.main(["download", str(data_dir / "link_list.txt"), *common]) == 1
     report = capsys.readouterr().out
     assert "downloaded 4" in report and "filtered out 1" in report and "failed 1" in report
     failures = images / "failures-link_list.txt"
@@ -133,16 +134,16 @@ def test_seed_lists_download_cache_and_train(fake, loopback_only, tmp_path, caps
     assert api_requests >= 1
 
     # 2. The direct-URL list into the same folder: no API; files already there are verified.
-    assert commons.main(["download", str(data_dir / "dl_links.txt"), *common]) == 0
+    assert datasets.main(["download", str(data_dir / "dl_links.txt"), *common]) == 0
     report = capsys.readouterr().out
     assert "downloaded 3" in report and "already done 3" in report and "filtered out 1" in report
     assert len(fake.api_requests()) == api_requests
     assert failures.exists()  # another list's failures are kept
 
-    expected = {commons.safe_name(f"File:{name}") for name in on_commons} | {"escape.jpg"}
+    expected = {datasets.safe_name(f"File:{name}") for name in on_commons} | {"escape.jpg"}
     assert "Singapore_Airlines_Airbus_A380_woah!.jpg" in expected  # the "!" is no archive mark
     files = {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()}
-    assert files == {"link_list.txt", "dl_links.txt", f"images/{commons.LOCK_NAME}"} | {
+    assert files == {"link_list.txt", "dl_links.txt", f"images/{datasets.transfer.LOCK_NAME}"} | {
         f"images/{name}" for name in expected | {failures.name}
     }  # nothing written outside images/, no partial files left
     assert not (tmp_path / "escape.jpg").exists()

@@ -1,4 +1,4 @@
-"""srlib.commons against a loopback fake of Commons: lists, faults, resume, kill, names."""
+"""srlib.datasets against a loopback fake of Commons: lists, faults, resume, kill, names."""
 
 from __future__ import annotations
 
@@ -14,15 +14,25 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from srlib import commons
-from srlib.commons import COLUMNS, CommonsError, Item, download, parse_list, safe_name
+from srlib.datasets import (
+    COLUMNS,
+    CommonsError,
+    Item,
+    build_list,
+    download,
+    main,
+    parse_list,
+    safe_name,
+    transfer,
+    write_list,
+)
 
 try:
-    from tests._commons_server import FakeCommons, make_image
+    from tests.datasets._commons_server import FakeCommons, make_image
 except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
-    from _commons_server import FakeCommons, make_image
+    from datasets._commons_server import FakeCommons, make_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTACT = "srlib-tests@example.invalid"
 # Short timeouts and delays keep the fault tests fast; the fake's slow answer takes 1 s.
 FAST = dict(contact=CONTACT, timeout=0.5, retries=3, base_delay=0.01, max_delay=0.05)
@@ -56,7 +66,7 @@ def _add_files(fake: FakeCommons, names: list[str], size=(64, 48)) -> list[str]:
 
 def _assert_clean(out: Path, fake: FakeCommons, expected: list[str]) -> None:
     """Exactly the expected titles are under final names, byte-identical; no partial files."""
-    names = {commons.safe_name(t): t for t in expected}
+    names = {safe_name(t): t for t in expected}
     present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     present = {name for name in present if not name.startswith("failures")}
     assert present == set(names)
@@ -109,7 +119,7 @@ def test_parse_list_reads_the_seed_formats(tmp_path):
 def test_parse_list_tsv_round_trip_and_bad_lines(tmp_path):
     item = Item("File:Zoïsite.jpg", "https://upload.wikimedia.org/x/Zo%C3%AFsite.jpg", 10, 4, 3)
     item.sha1, item.artist = "a" * 40, "Jane\tDoe\nand co"  # tabs/newlines must not break rows
-    path = commons.write_list([item], tmp_path / "list.tsv")
+    path = write_list([item], tmp_path / "list.tsv")
     assert path.read_text().splitlines()[0].split("\t") == list(COLUMNS)
     (back,) = parse_list(path)
     assert back == Item(**{**item.__dict__, "artist": "Jane Doe and co"})
@@ -123,7 +133,7 @@ def test_parse_list_tsv_round_trip_and_bad_lines(tmp_path):
 
 
 def test_write_list_failing_midway_keeps_the_old_list_and_no_temp_file(tmp_path):
-    path = commons.write_list([Item("File:Old.jpg")], tmp_path / "list.tsv")
+    path = write_list([Item("File:Old.jpg")], tmp_path / "list.tsv")
     before = path.read_bytes()
 
     def items():
@@ -131,7 +141,7 @@ def test_write_list_failing_midway_keeps_the_old_list_and_no_temp_file(tmp_path)
         raise RuntimeError("the API went away")
 
     with pytest.raises(RuntimeError, match="went away"):
-        commons.write_list(items(), path)
+        write_list(items(), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["list.tsv"]  # no temp file left behind
 
@@ -162,12 +172,12 @@ def test_shipped_lists_parse_into_safe_distinct_names_as_readme_counts(tmp_path)
             upload = "https://upload.wikimedia.org/wikipedia/commons/"
             assert all(i.url.startswith(upload) and i.title for i in items)
         titles = list(dict.fromkeys(i.title for i in items))
-        images = [t for t in titles if commons._format_of(Item(t)) in commons.DEFAULT_FORMATS]
+        images = [t for t in titles if transfer._format_of(Item(t)) in transfer.DEFAULT_FORMATS]
         assert (len(titles), len(images)) == (n_files, n_images), list_name
         names = [safe_name(t) for t in titles]
         assert len({n.casefold() for n in names}) == len(names)  # no two files share a name
         for title, name in zip(titles, names, strict=True):
-            assert commons._inside(tmp_path, name).parent == tmp_path.resolve()
+            assert transfer._inside(tmp_path, name).parent == tmp_path.resolve()
             assert Path(name).suffix == Path(title).suffix  # or find_images would skip it
         row = f"| `{list_name}` | {n_lines:,} | {n_files:,} | {n_images:,} |"
         assert row in readme, f"data/valued/README.md should have the row {row}"
@@ -198,8 +208,8 @@ def test_safe_name_cannot_escape(title, tmp_path):
     assert name and name not in (".", "..") and not name.startswith(".")
     assert "/" not in name and "\\" not in name and ".." not in name
     assert all(ord(c) >= 32 and c not in "\u202e\x7f" for c in name)
-    assert len(name.encode()) <= commons.MAX_NAME_BYTES
-    assert commons._inside(tmp_path, name).parent == tmp_path.resolve()
+    assert len(name.encode()) <= transfer.MAX_NAME_BYTES
+    assert transfer._inside(tmp_path, name).parent == tmp_path.resolve()
 
 
 def test_safe_name_keeps_unicode_and_extensions_distinct(tmp_path):
@@ -208,10 +218,10 @@ def test_safe_name_keeps_unicode_and_extensions_distinct(tmp_path):
     assert safe_name(long_a).endswith(".jpg") and safe_name(long_a) != safe_name(long_b)
     assert safe_name("File:CON.jpg") == "_CON.jpg"
     with pytest.raises(ValueError):
-        commons._inside(tmp_path, "..")
+        transfer._inside(tmp_path, "..")
     os.symlink(tmp_path.parent, tmp_path / "link.jpg")  # a planted symlink is refused as well
     with pytest.raises(ValueError, match="escapes"):
-        commons._inside(tmp_path, "link.jpg")
+        transfer._inside(tmp_path, "link.jpg")
 
 
 # ------------------------------------------------------------------------------ building lists
@@ -229,7 +239,7 @@ def test_build_list_pages_filters_and_is_polite(fake, tmp_path):
     fake.api_faults = ["maxlag", "429"]
     fake.retry_after = "0.3"
     out = tmp_path / "valued.tsv"
-    items = commons.build_list(out, api=fake.api, min_side=32, progress=False, **FAST)
+    items = build_list(out, api=fake.api, min_side=32, progress=False, **FAST)
     want = [t for t in titles if t not in ("File:Small.jpg", "File:Anim.gif")]
     assert [i.title for i in items] == want
     assert parse_list(out) == items  # the file on disk holds what was returned
@@ -250,10 +260,10 @@ def test_build_list_pages_filters_and_is_polite(fake, tmp_path):
 
 def test_build_list_stops_at_max_files_and_cli_writes_tsv(fake, tmp_path, capsys):
     _category(fake)
-    items = commons.build_list(tmp_path / "a.tsv", api=fake.api, max_files=2, **FAST)
+    items = build_list(tmp_path / "a.tsv", api=fake.api, max_files=2, **FAST)
     assert len(items) == 2 and len(fake.api_requests()) == 1  # no page fetched beyond need
     argv = ["list", "--api", fake.api, "--contact", CONTACT, "--out", str(tmp_path / "b.tsv")]
-    assert commons.main(argv + ["--mime", "image/gif", "--no-progress"]) == 0
+    assert main(argv + ["--mime", "image/gif", "--no-progress"]) == 0
     assert [i.title for i in parse_list(tmp_path / "b.tsv")] == ["File:Anim.gif"]
     assert "wrote 1 files" in capsys.readouterr().out
 
@@ -271,7 +281,7 @@ def test_list_from_a_seed_list_gives_sizes_and_licences_before_downloading(fake,
     tsv = tmp_path / "link_list.tsv"
     argv = ["list", "--from", str(seed), "--out", str(tsv), "--api", fake.api]
     argv += ["--contact", CONTACT, "--no-progress"]
-    assert commons.main(argv) == 0
+    assert main(argv) == 0
     out, err = capsys.readouterr()
     assert "wrote 3 files" in out  # gif: not an allowed MIME type; Gone: not on Commons
     assert f"1 of 5 files in {seed} are not on Commons: File:Gone.jpg" in err
@@ -282,7 +292,7 @@ def test_list_from_a_seed_list_gives_sizes_and_licences_before_downloading(fake,
     ]
     assert all(i.license == "CC BY-SA 4.0" and i.artist == "Jane & Doe" for i in items)
     assert not fake.file_requests(titles[0]) and not fake.file_requests(gif)  # nothing fetched
-    assert commons.main([*argv, "--category", "Category:X"]) == 2
+    assert main([*argv, "--category", "Category:X"]) == 2
     assert "give --category or --from, not both" in capsys.readouterr().err
     assert download(tsv, tmp_path / "images", api=fake.api, progress=False, **FAST).ok
     _assert_clean(tmp_path / "images", fake, titles)
@@ -291,17 +301,17 @@ def test_list_from_a_seed_list_gives_sizes_and_licences_before_downloading(fake,
 def test_contact_comes_from_env_or_a_warning(fake, tmp_path, monkeypatch):
     _category(fake)
     monkeypatch.setenv("SRLIB_CONTACT", "env@example.invalid")
-    commons.build_list(tmp_path / "a.tsv", api=fake.api, max_files=1, progress=False)
+    build_list(tmp_path / "a.tsv", api=fake.api, max_files=1, progress=False)
     assert fake.api_requests()[-1]["ua"].startswith("srlib/0.1.0 (env@example.invalid)")
     monkeypatch.delenv("SRLIB_CONTACT")
     with pytest.warns(UserWarning, match="SRLIB_CONTACT"):
-        commons.build_list(tmp_path / "a.tsv", api=fake.api, max_files=1, progress=False)
+        build_list(tmp_path / "a.tsv", api=fake.api, max_files=1, progress=False)
 
 
 def test_api_errors_are_clear(fake, tmp_path):
     fake.api_faults = ["503"] * 10
     with pytest.raises(CommonsError, match="after 4 attempts: HTTP 503"):
-        commons.build_list(tmp_path / "x.tsv", api=fake.api, **FAST)
+        build_list(tmp_path / "x.tsv", api=fake.api, **FAST)
     assert not (tmp_path / "x.tsv").exists()
 
 
@@ -313,17 +323,17 @@ def test_api_connection_resets_are_retried_then_reported_per_file(fake, tmp_path
     argv = ["download", str(listing), "--out", str(out), "--api", fake.api, "--contact", CONTACT]
     argv += ["--retries", "2", "--base-delay", "0.01", "--no-progress"]
     fake.api_faults = ["reset"] * 3  # one more than --retries: the API stays unreachable
-    assert commons.main(argv) == 1
+    assert main(argv) == 1
     report = capsys.readouterr().out
     assert report.count("could not resolve through the API: API request failed after 3") == 2
     assert (out / "failures-link_list.txt").read_text() == listing.read_text()
     fake.api_faults = ["reset", "reset"]  # transient: the third attempt gets through
-    assert commons.main(["download", str(out / "failures-link_list.txt"), *argv[2:]]) == 0
+    assert main(["download", str(out / "failures-link_list.txt"), *argv[2:]]) == 0
     _assert_clean(out, fake, titles)
     assert not list(out.glob("failures*"))
     fake.api_faults = ["reset"] * 4  # FAST: 3 retries
     with pytest.raises(CommonsError, match="after 4 attempts"):  # `list --from` gives up too
-        commons.build_list(tmp_path / "x.tsv", from_list=listing, api=fake.api, **FAST)
+        build_list(tmp_path / "x.tsv", from_list=listing, api=fake.api, **FAST)
     assert not (tmp_path / "x.tsv").exists()
 
 
@@ -347,7 +357,7 @@ def test_download_recovers_from_transient_faults(fake, tmp_path):
     for title in titles:
         fake.faults[title] = list(faults[title[5:]])
     fake.retry_after = "0.2"
-    listing = commons.write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
+    listing = write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
     out = tmp_path / "images"
     summary = download(listing, out, workers=4, api=fake.api, progress=False, **FAST)
     assert summary.ok and sorted(summary.downloaded) == sorted(titles), summary
@@ -387,12 +397,12 @@ def test_download_permanent_failures_write_a_retry_list(fake, tmp_path, capsys):
     items.append(_item(fake, huge, size=10**9))  # the list says too big: never requested
     items.append(_item(fake, wide, width=None, height=None))  # caught after download
     items.append(Item("File:Gone.jpg", fake.url("File:Gone.jpg")))  # 404
-    listing = commons.write_list(items, tmp_path / "list.tsv")
+    listing = write_list(items, tmp_path / "list.tsv")
     out = tmp_path / "images"
     common = ["--out", str(out), "--api", fake.api, "--contact", CONTACT, "--timeout", "0.5"]
     common += ["--retries", "2", "--base-delay", "0.01", "--no-progress"]
     limits = ["--max-bytes", "100000000", "--max-pixels", "10000"]
-    assert commons.main(["download", str(listing), *common, *limits]) == 1
+    assert main(["download", str(listing), *common, *limits]) == 1
     report = capsys.readouterr().out
     reasons = dict(line.strip()[len("FAILED ") :].split(": ", 1) for line in
                    report.splitlines() if line.strip().startswith("FAILED"))  # fmt: skip
@@ -417,8 +427,8 @@ def test_download_permanent_failures_write_a_retry_list(fake, tmp_path, capsys):
     fake.faults.clear()
     fake.add("File:Gone.jpg", make_image(64, 48, seed=3), category=None)
     ok_items = [i for i in parse_list(failures) if i.title != huge]
-    commons.write_list(ok_items, failures)  # huge really is too big: drop it
-    assert commons.main(["download", str(failures), *common]) == 0
+    write_list(ok_items, failures)  # huge really is too big: drop it
+    assert main(["download", str(failures), *common]) == 0
     assert not list(out.glob("failures*"))  # the retried list is removed, not renamed
     _assert_clean(out, fake, good + bad_titles + [wide, "File:Gone.jpg"])
 
@@ -480,7 +490,7 @@ def test_existing_files_verified_replaced_or_kept(fake, tmp_path):
 
 def test_one_downloader_per_folder(fake, tmp_path):
     (title,) = _add_files(fake, ["A.jpg"])
-    with commons._folder_lock(tmp_path), pytest.raises(CommonsError, match="already"):
+    with transfer._folder_lock(tmp_path), pytest.raises(CommonsError, match="already"):
         download([_item(fake, title)], tmp_path, api=fake.api, progress=False, **FAST)
 
 
@@ -496,9 +506,9 @@ def test_killed_download_resumes_on_restart(fake, tmp_path, sig, code):
     # ~11 s for the three files: the signal lands mid-download even if this test process is
     # starved for seconds on a loaded machine (0.03 s steps once let the download finish).
     fake.trickle = (8192, 0.2)
-    listing = commons.write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
+    listing = write_list([_item(fake, t) for t in titles], tmp_path / "list.tsv")
     out = tmp_path / "images"
-    cmd = [sys.executable, "-m", "srlib.commons", "download", str(listing), "--out", str(out)]
+    cmd = [sys.executable, "-m", "srlib.datasets", "download", str(listing), "--out", str(out)]
     cmd += ["--workers", "1", "--contact", CONTACT, "--timeout", "2", "--base-delay", "0.01"]
     cmd += ["--api", fake.api]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -515,7 +525,7 @@ def test_killed_download_resumes_on_restart(fake, tmp_path, sig, code):
     partial, deadline = None, time.monotonic() + 20
     while partial is None and time.monotonic() < deadline:
         for path in out.glob(".*.partial") if out.exists() else []:
-            if commons._size(path) >= 16384:  # _size: 0 if it was renamed meanwhile
+            if transfer._size(path) >= 16384:  # _size: 0 if it was renamed meanwhile
                 partial = path
         time.sleep(0.01)
     proc.send_signal(sig)
@@ -579,7 +589,7 @@ def test_max_pixels_raises_pils_limit_only_while_downloading(fake, tmp_path, mon
     summary = download(items, tmp_path, api=fake.api, max_pixels=5000, progress=False, **FAST)
     assert summary.ok and sorted(summary.downloaded) == sorted(titles)  # PIL let them through
     assert Image.MAX_IMAGE_PIXELS == 1000
-    with commons._folder_lock(tmp_path), pytest.raises(CommonsError, match="already"):
+    with transfer._folder_lock(tmp_path), pytest.raises(CommonsError, match="already"):
         download(items, tmp_path, api=fake.api, max_pixels=5000, progress=False, **FAST)
     assert Image.MAX_IMAGE_PIXELS == 1000
     download(items, tmp_path, api=fake.api, max_pixels=10, progress=False, **FAST)
@@ -607,18 +617,18 @@ def test_formats_are_validated_and_aliases_accepted(fake, tmp_path, capsys):
     items = [_item(fake, t) for t in titles]
     summary = download(items, tmp_path / "a", formats=["JPG", " png"], api=fake.api, **FAST)
     assert sorted(summary.downloaded) == titles[:2] and summary.filtered == ["File:C.gif"]
-    assert commons._check_formats("jpeg, TIF,jpe") == ("jpeg", "tiff")
+    assert transfer.check_formats("jpeg, TIF,jpe") == ("jpeg", "tiff")
     for bad, match in ((["jpeg", "bmp"], "unknown image format 'bmp'"), ([], "no format")):
         with pytest.raises(ValueError, match=match) as err:
             download(items, tmp_path / "b", formats=bad, api=fake.api, **FAST)
         assert "valid: jpeg, png, gif, webp, tiff" in str(err.value)
     assert not (tmp_path / "b").exists()  # refused before anything was created
-    listing = commons.write_list(items, tmp_path / "list.tsv")
+    listing = write_list(items, tmp_path / "list.tsv")
     argv = ["download", str(listing), "--api", fake.api, "--contact", CONTACT, "--no-progress"]
-    assert commons.main([*argv, "--out", str(tmp_path / "c"), "--formats", "jpg"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "c"), "--formats", "jpg"]) == 0
     assert [p.name for p in (tmp_path / "c").iterdir() if p.name[0] != "."] == ["A.jpg"]
     with pytest.raises(SystemExit) as exit_:
-        commons.main([*argv, "--out", str(tmp_path / "d"), "--formats", "jpg,webm"])
+        main([*argv, "--out", str(tmp_path / "d"), "--formats", "jpg,webm"])
     assert exit_.value.code == 2 and not (tmp_path / "d").exists()
     assert "--formats: unknown image format 'webm'; valid:" in capsys.readouterr().err
 
@@ -654,14 +664,14 @@ def test_bytes_of_a_slow_download_reach_the_partial_file_before_a_kill(fake, tmp
     (title,) = _add_files(fake, ["Drip.png"], size=(32, 24))
     fake.faults[title] = ["drip"]
     fake.drip_s = 0.05  # ~2 minutes for the file
-    listing = commons.write_list([_item(fake, title)], tmp_path / "list.tsv")
+    listing = write_list([_item(fake, title)], tmp_path / "list.tsv")
     out = tmp_path / "images"
-    cmd = [sys.executable, "-m", "srlib.commons", "download", str(listing), "--out", str(out)]
+    cmd = [sys.executable, "-m", "srlib.datasets", "download", str(listing), "--out", str(out)]
     cmd += ["--contact", CONTACT, "--timeout", "2", "--api", fake.api]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial, deadline = out / f".{safe_name(title)}.partial", time.monotonic() + 20
-    while commons._size(partial) < 16 and time.monotonic() < deadline:
+    while transfer._size(partial) < 16 and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.kill()
     proc.communicate(timeout=10)
