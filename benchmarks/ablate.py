@@ -7,8 +7,8 @@
 Takes every option of benchmarks/quality.py (same training, same crops, same evaluation) and
 adds the variants below to its --models choices. `--quantize` rounds training lq to 8 bits, as
 the benchmarks' saved LR files are. One thread per process and OMP_WAIT_POLICY=PASSIVE let two
-ablations share a 2-core machine without slowing each other down (results in README); `--jobs 2`
-does the same from one command.
+ablations share a 2-core machine without slowing each other down (results in
+docs/experiments.md); `--jobs 2` does the same from one command.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import srlib.degrade  # noqa: E402
-import srlib.models as M  # noqa: E402
-import srlib.resize  # noqa: E402
-from srlib.models import ResBlock, ResNetUNetUpscaler, UNetUpscaler  # noqa: E402
+import srlib.degrade
+import srlib.models as M
+import srlib.resize
+from benchmarks import quality
+from srlib.models import ResBlock, ResNetUNetUpscaler, UNetUpscaler
 
 OLD_UNET = dict(
     encoder_channels=(32, 64, 128, 128), decoder_channels=(128, 64, 32), refine_blocks=0

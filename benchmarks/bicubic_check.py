@@ -18,6 +18,9 @@ from pathlib import Path
 
 import torch
 
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from srlib.metrics import evaluate, format_table, load_image, published
 from srlib.resize import make_lq
 

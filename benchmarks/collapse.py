@@ -30,8 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _jobs import run_all, run_json  # noqa: E402
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import run_all, run_json
 
 # variant -> (head init, feature scale, lr)
 VARIANTS = {

@@ -11,12 +11,16 @@ worker start-up (conservative for short runs).
 """
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from srlib.data import SRDataset, embedded_photos, make_loader, prepare_cache
 

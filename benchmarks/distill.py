@@ -30,15 +30,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402
-import x4_passes  # noqa: E402
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from srlib import metrics  # noqa: E402
-from srlib.data import make_loader  # noqa: E402
-from srlib.io import atomic_write  # noqa: E402
-from srlib.losses import make_loss  # noqa: E402
-from srlib.train import TrainConfig, fit  # noqa: E402
+from benchmarks import quality, x4_passes
+from srlib import metrics
+from srlib.data import make_loader
+from srlib.io import atomic_write
+from srlib.losses import make_loss
+from srlib.train import TrainConfig, fit
 
 SCALE = 2
 CHUNK = 1000  # samples blended at a time: a float32 copy of a whole 36k pool would be ~8 GB

@@ -18,9 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from srlib.perf import restrict_isa  # noqa: E402  (imports no torch)
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import isa_argument, restrict_isa
 
 # What each notebook trains: (run, model, loss, GAN discriminator or None, steps: None = preset).
 NOTEBOOK_RUNS = {
@@ -61,7 +62,7 @@ def step_flops(model, loss_fn, gan: str | None, batch: int, patch: int) -> float
 
 def measured_step(model, loss_fn, batch: int, patch: int, scale: int, steps: int) -> float:
     """Seconds per training step here (median), as speed.py times them."""
-    from speed import samples_per_s
+    from benchmarks.speed import samples_per_s
 
     return batch / samples_per_s(model, loss_fn, batch, patch, scale, steps)
 
@@ -73,7 +74,7 @@ def main() -> None:
     ap.add_argument("--measure", action="store_true", help="also time real steps here")
     ap.add_argument("--steps", type=int, default=4, help="steps timed per run with --measure")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    isa_argument(ap)
     args = ap.parse_args()
     restrict_isa(args.isa)
     import warnings

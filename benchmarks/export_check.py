@@ -24,10 +24,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO
 from srlib import export
 from srlib.train import load_checkpoint, load_model
 
-REPO = Path(__file__).resolve().parents[1]
 EXTRA_SHAPES = ((1, 3, 21, 30), (1, 3, 7, 45))
 
 # Runs in another interpreter (onnxruntime or ncnn of another version): prints one max diff.

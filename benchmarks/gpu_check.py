@@ -42,12 +42,15 @@ from typing import Any
 
 import torch
 
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO
 from srlib import data, metrics
 from srlib.io import atomic_write
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler
 from srlib.train import fit, loss_for, model_args, pick_device, preset, seed_everything
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH_SETS = ("Set5", "Set14")
 # Beside the checkout on a development machine; inside it where only the checkout travels.
 BENCH_DEFAULTS = (REPO / "shared" / "datasets", REPO.parent / "shared" / "datasets")

@@ -34,7 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, isa_argument, print_table, restrict_isa
+
 DEFAULT_CHECKPOINTS = ["checkpoints/unet_x2.pt", "checkpoints/resnet_unet_x2.pt"]
 
 
@@ -197,19 +201,6 @@ def targets(checkpoints: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def print_table(header: list[str], rows: list[list]) -> None:
-    """A markdown table with right-aligned numbers."""
-    cells = [header, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for j, r in enumerate(cells):
-        line = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
-        ]
-        print("| " + " | ".join(line) + " |")
-        if j == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-
-
 class GroupTimer:
     """Wall-clock seconds spent inside each of a few named modules (CPU runs synchronously)."""
 
@@ -275,14 +266,11 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="per-layer-group times of one tile")
     ap.add_argument("--cli", action="store_true",
                     help="time the whole CLI command instead (PNG in and out)")  # fmt: skip
-    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    isa_argument(ap)
     ap.add_argument("--png-compression", type=int, default=1, help="with --cli (default 1)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_image", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO))
-    from srlib.perf import restrict_isa
-
     restrict_isa(args.isa)  # before torch loads; the children inherit the limit
     from srlib.infer import DEFAULT_TILE
 

@@ -19,8 +19,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, isa_argument, restrict_isa
+
 NOTEBOOKS = ["upscale_unet.ipynb", "upscale_resnet.ipynb", "upscale_realworld.ipynb"]
 
 
@@ -31,7 +34,7 @@ def run(path: Path, inplace: bool, timeout: int) -> tuple[float, list[tuple[floa
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})  # fmt: skip
+                            resources={"metadata": {"path": str(REPO)}})  # fmt: skip
     t0 = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - t0
@@ -55,14 +58,11 @@ def run(path: Path, inplace: bool, timeout: int) -> tuple[float, list[tuple[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("notebooks", nargs="*", default=NOTEBOOKS)
-    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    isa_argument(ap)
     ap.add_argument("--inplace", action="store_true", help="write the outputs into the files")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = ap.parse_args()
-    from srlib.perf import AVX2_ENV
-
-    if args.isa:
-        os.environ.update(AVX2_ENV)  # before torch loads here; the kernels inherit it
+    restrict_isa(args.isa)  # before torch loads here; the kernels inherit the limit
     from srlib.perf import machine_line
 
     print(machine_line(), "(this process; the kernels inherit the ISA limit and thread settings)")
@@ -70,7 +70,7 @@ def main() -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")  # fmt: skip
     rows = []
     for name in args.notebooks:
-        seconds, cells = run(ROOT / name, args.inplace, args.timeout)
+        seconds, cells = run(REPO / name, args.inplace, args.timeout)
         rows.append((name, seconds))
         slow = sorted(cells, reverse=True)[:3]
         print(f"{name}: {seconds / 60:.1f} min; slowest cells: "

@@ -50,7 +50,7 @@ class ResidualCNN(nn.Module):
         # bicubic base. Not zero: with a zero tail the body's first gradients are zero, Adam
         # turns the noise that follows into full-size steps, and on T91 + BSD200 the ReLUs died
         # (seed 0 ended at bicubic with lr 7e-4 and 1e-3; 0.1 trained at 1e-3:
-        # benchmarks/results/issue13_round5_log.txt). tail_scale=0 is the old zero start.
+        # docs/experiments.md, "The peer's start, fixed"). tail_scale=0 is the old zero start.
         self.tail.weight.data.mul_(tail_scale)
         nn.init.zeros_(self.tail.bias)
         self.shuffle = nn.PixelShuffle(scale)

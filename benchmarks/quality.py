@@ -39,7 +39,6 @@ import datetime
 import multiprocessing
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,38 +52,40 @@ from typing import Any
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import ESPCN, ResidualCNN, SeedUpscaler  # noqa: E402
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from srlib import infer, metrics  # noqa: E402
-from srlib.community import SPAN, Compact  # noqa: E402
-from srlib.data import SRDataset, find_images, split_by_image  # noqa: E402
-from srlib.degrade import DEGRADATIONS  # noqa: E402
-from srlib.io import atomic_write  # noqa: E402
-from srlib.losses import make_loss  # noqa: E402
-from srlib.models import (  # noqa: E402
+from benchmarks.common import command_line
+from benchmarks.peers import ESPCN, ResidualCNN, SeedUpscaler
+from srlib import infer, metrics
+from srlib.community import SPAN, Compact
+from srlib.data import SRDataset, find_images, split_by_image
+from srlib.degrade import DEGRADATIONS
+from srlib.io import atomic_write
+from srlib.losses import make_loss
+from srlib.models import (
     ResNetUNetUpscaler,
     UNetUpscaler,
     Upscaler,
     parse_model_spec,
 )
-from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line  # noqa: E402
-from srlib.resize import degrade_label, upsample_label  # noqa: E402
-from srlib.train import TrainConfig, fit  # noqa: E402
+from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line
+from srlib.resize import degrade_label, upsample_label
+from srlib.train import TrainConfig, fit
 
 PEERS = ("espcn", "rescnn", "seed", "compact", "span")
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column
 # name -> (label, loss, peak lr, constructor(scale, base)). The lr is each model's own best:
 # rescnn's from its search (benchmarks/results/peer_rescnn_600s.md: 2e-3 collapsed one seed;
-# on T91 + BSD200, with its small-tail start, 1e-3 beat 5e-4 and 1.4e-3: issue13_round5_log.txt);
-# unet's from 1e-3 / 2e-3 / 3e-3 (README, issue 13's third round: as good as 2e-3 on average,
-# and no run at 1e-3 broke Barbara's x4, which half the runs at 2e-3 did); the ResNet-UNets use
-# TrainConfig's default; ESPCN and the seed design were not searched. compact and span
-# (srlib.community: the community's small architectures, as peers of the UNet) were not searched
-# either: SPAN's published training starts at 5e-4 (Adam, L1; Wan et al. 2024); Real-ESRGAN
-# trains at 2e-4, but for 10^6 steps on a GPU, and srlib's short CPU budgets favour higher lrs
-# (the plain residual CNN, the nearest in kind to Compact, searched best at 1e-3), so compact
-# starts at 5e-4 too.
+# on T91 + BSD200, with its small-tail start, 1e-3 beat 5e-4 and 1.4e-3: docs/experiments.md);
+# unet's from 1e-3 / 2e-3 / 3e-3 (docs/experiments.md, "Learning rate and the Barbara failure":
+# as good as 2e-3 on average, and no run at 1e-3 broke Barbara's x4, which half the runs at 2e-3
+# did); the ResNet-UNets use TrainConfig's default; ESPCN and the seed design were not searched.
+# compact and span (srlib.community: the community's small architectures, as peers of the UNet)
+# were not searched either: SPAN's published training starts at 5e-4 (Adam, L1; Wan et al. 2024);
+# Real-ESRGAN trains at 2e-4, but for 10^6 steps on a GPU, and srlib's short CPU budgets favour
+# higher lrs (the plain residual CNN, the nearest in kind to Compact, searched best at 1e-3), so
+# compact starts at 5e-4 too.
 MODELS: dict[str, tuple[str, str, float, Callable[[int, str], nn.Module]]] = {
     "unet": ("UNet (L1)", "l1", 1e-3, lambda s, b, **kw: UNetUpscaler(s, base=b, **kw)),
     "resnet_l1": (
@@ -440,7 +441,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="ImageNet ResNet18 weights are NOT available")
     scales = [args.scale, args.scale**2] if args.scale == 2 else [args.scale]
     header = [
-        f"command: python {shlex.join(sys.argv)}",
+        f"command: {command_line()}",
         f"{machine_line()}, device {args.device}, "
         + (f"{args.steps} steps per model" if args.steps else f"budget {args.budget:g} s per model")
         + f", batch {args.batch}, gt patch {args.patch}px, "
@@ -524,7 +525,7 @@ def append_csv(path: str, results: dict[tuple[str, int], list[dict]], args) -> N
     common = {
         "date": datetime.date.today().isoformat(),
         "commit": commit or "-",
-        "command": f"python {shlex.join(sys.argv)}",
+        "command": command_line(),
         "machine": machine_line(),
         "seed": args.seed,
     }

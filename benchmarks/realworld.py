@@ -29,6 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import command_line
 from srlib import infer, metrics
 from srlib.io import atomic_write
 from srlib.train import load_model
@@ -122,9 +126,9 @@ def summary_rows(rows: list[dict[str, Any]], group: str, methods: list[str]) -> 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    shown = sys.argv[1:] if argv is None else argv
+    shown = command_line() if argv is None else f"python {shlex.join([__file__, *argv])}"
     header = [
-        f"command: python {shlex.join([sys.argv[0] if argv is None else __file__, *shown])}",
+        f"command: {shown}",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
         f"x{args.scale}, conditions {','.join(args.conditions)}",
     ]

@@ -33,10 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _jobs import run_all, run_json  # noqa: E402
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from srlib.perf import format_flops, machine_line  # noqa: E402  (torch-free at import)
+from benchmarks.common import run_all, run_json
+from srlib.perf import format_flops, machine_line  # torch-free at import
 
 FLOOR_DB = {"l1": 0.5, "perceptual": 0.0}  # gain over BASELINE: >= for L1, > for perceptual
 BASELINE = "bicubic (MATLAB)"  # srlib.resize.BASELINES key: the metric tables' bicubic

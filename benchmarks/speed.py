@@ -21,9 +21,10 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from srlib.perf import restrict_isa  # noqa: E402  (imports no torch)
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import isa_argument, restrict_isa
 
 DEFAULT_MODELS = ["seed", "espcn", "rescnn", "unet", "resnet"]
 
@@ -67,14 +68,14 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    isa_argument(ap)
     ap.add_argument("--bf16", action="store_true", help="also time the L1 rows in bf16 autocast")
     args = ap.parse_args()
     restrict_isa(args.isa)  # before torch loads: may restart this script
 
     import torch
-    from peers import build
 
+    from benchmarks.peers import build
     from srlib.losses import make_loss
     from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line
     from srlib.train import cpu_has_bf16

@@ -1,6 +1,6 @@
 """Training speed on an idle and on a busy machine, per thread count and OpenMP wait policy.
 
-    python benchmarks/threads.py --isa avx2                 # the table in README
+    python benchmarks/threads.py --isa avx2                 # the table in docs/benchmarks.md
     python benchmarks/threads.py --model "unet(refine_blocks=16)" --steps 10
 
 A busy machine is one where another process keeps one core at 100% (a pure-Python loop here,
@@ -23,20 +23,20 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from srlib.perf import restrict_isa  # noqa: E402  (imports no torch)
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, isa_argument, restrict_isa
 
 POLICIES = ("default", "PASSIVE", "srlib")
 
 
 def child(args: argparse.Namespace) -> None:
     """One measurement: print {"samples_per_s", "threads"} as JSON."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from peers import build
-    from speed import samples_per_s
 
+    from benchmarks.peers import build
+    from benchmarks.speed import samples_per_s
     from srlib.losses import make_loss
     from srlib.perf import pick_threads
 
@@ -55,7 +55,7 @@ def measure(args: argparse.Namespace, policy: str, threads: int | None) -> dict:
     cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--steps", str(args.steps)]
     cmd += ["--batch", str(args.batch), "--patch", str(args.patch)]
     cmd += ["--threads", str(threads)] if threads else []
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--isa", choices=["avx2"], default=None, help="limit torch to this ISA")
+    isa_argument(ap)
     ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     restrict_isa(args.isa)  # before torch loads; the children inherit it

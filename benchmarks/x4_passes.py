@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402
+if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from srlib import metrics  # noqa: E402
-from srlib.models import build_model  # noqa: E402
-from srlib.train import load_checkpoint  # noqa: E402
+from benchmarks import quality
+from srlib import metrics
+from srlib.models import build_model
+from srlib.train import load_checkpoint
 
 
 def load_run_model(run: Path, key: str) -> nn.Module:

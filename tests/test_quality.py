@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import re
 import subprocess
 import sys
@@ -18,15 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _module(name: str):
-    """A benchmarks/ script as a module (its imports of peers.py need benchmarks/ on sys.path)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return module
+    """A benchmarks/ script as a module of the `benchmarks` package."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.fixture
@@ -45,8 +38,13 @@ def tiny_data(tmp_path: Path) -> tuple[Path, Path]:
     return train, bench
 
 
-def _quality(train: Path, bench: Path, *extra: str, script: str = "quality.py") -> str:
-    cmd = [sys.executable, str(REPO / "benchmarks" / script), "--train", str(train),
+def _quality(
+    train: Path, bench: Path, *extra: str, script: str = "quality.py", module: bool = False
+) -> str:
+    """Run a benchmarks/ script as a file (python benchmarks/x.py) or as a module (-m)."""
+    path = REPO / "benchmarks" / script
+    run = ["-m", f"benchmarks.{path.stem}"] if module else [str(path)]
+    cmd = [sys.executable, *run, "--train", str(train),
            "--bench", str(bench), "--sets", "Tiny", "--budget", "1", "--patch", "16",
            "--crops-per-image", "2", "--batch", "2", "--threads", "1", *extra]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -69,10 +67,11 @@ def test_two_jobs_train_each_model_at_its_own_lr(tiny_data, tmp_path):
 
 
 def test_compact_and_span_train_as_peers(tiny_data, tmp_path):
-    """The community's architectures (srlib.community) in the table, x2 and x4, at 5e-4."""
+    """The community's architectures (srlib.community) in the table, x2 and x4, at 5e-4. Run as
+    `python -m benchmarks.quality`: spawned --jobs workers find the module by its name."""
     train, bench = tiny_data
     out = _quality(train, bench, "--models", "compact,span", "--jobs", "2",
-                   "--out", str(tmp_path / "t.md"))  # fmt: skip
+                   "--out", str(tmp_path / "t.md"), module=True)  # fmt: skip
     table = (tmp_path / "t.md").read_text()
     for label in ("Compact (L1, peer)", "SPAN (L1, peer)"):
         rows = [row for row in table.splitlines() if row.startswith("| ") and label in row]
@@ -124,8 +123,7 @@ def test_ablate_quantize_rounds_the_datasets_lq(tiny_data):
     code = f"""
 import os, sys
 os.environ["SRLIB_ABLATE_QUANTIZE"] = sys.argv[1]
-sys.path.insert(0, {str(REPO / "benchmarks")!r})
-import ablate  # applies the patch at import, as in a --jobs worker
+from benchmarks import ablate  # applies the patch at import, as in a --jobs worker
 from srlib.data import SRDataset, find_images
 lq = SRDataset(find_images({str(train)!r}), 16, 2, 2, method="bicubic")[0][0] * 255
 print(float((lq - lq.round()).abs().max()))

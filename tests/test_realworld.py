@@ -3,7 +3,6 @@ generated benchmark folders (no ../shared, no downloads)."""
 
 from __future__ import annotations
 
-import importlib.util
 from io import BytesIO
 from pathlib import Path
 
@@ -176,10 +175,10 @@ def test_bad_input_is_a_value_error_and_writes_nothing(tmp_path):
 
 
 def _load_realworld():
-    spec = importlib.util.spec_from_file_location("realworld", REPO / "benchmarks" / "realworld.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/realworld.py, as a module of the `benchmarks` package."""
+    from benchmarks import realworld
+
+    return realworld
 
 
 @pytest.fixture
