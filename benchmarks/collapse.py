@@ -92,7 +92,8 @@ def run_one(variant: str, weights: str, seed: int, steps: int, out: Path) -> dic
     from srlib import data
     from srlib.losses import make_loss
     from srlib.models import ResNetUNetUpscaler
-    from srlib.train import MIN_GAIN_DB, fit, preset, seed_everything
+    from srlib.training import fit, preset, seed_everything
+    from srlib.training.history import MIN_GAIN_DB
 
     head, feature_scale, lr = VARIANTS[variant]
     name = f"{variant}_{weights}_s{seed}"

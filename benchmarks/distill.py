@@ -38,7 +38,7 @@ from srlib import metrics
 from srlib.data import make_loader
 from srlib.io import atomic_write
 from srlib.losses import make_loss
-from srlib.train import TrainConfig, fit
+from srlib.training import TrainConfig, fit
 
 SCALE = 2
 CHUNK = 1000  # samples blended at a time: a float32 copy of a whole 36k pool would be ~8 GB

@@ -84,7 +84,7 @@ def main() -> None:
     from srlib.losses import make_loss
     from srlib.models import MODELS
     from srlib.perf import machine_line
-    from srlib.train import model_args, preset
+    from srlib.training import model_args, preset
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
 
 from benchmarks.common import REPO
 from srlib import export
-from srlib.train import load_checkpoint, load_model
+from srlib.training import load_checkpoint, load_model
 
 EXTRA_SHAPES = ((1, 3, 21, 30), (1, 3, 7, 45))
 

@@ -49,7 +49,7 @@ from benchmarks.common import REPO
 from srlib import data, metrics
 from srlib.io import atomic_write
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler, Upscaler
-from srlib.train import fit, loss_for, model_args, pick_device, preset, seed_everything
+from srlib.training import fit, loss_for, model_args, pick_device, preset, seed_everything
 
 BENCH_SETS = ("Set5", "Set14")
 # Beside the checkout on a development machine; inside it where only the checkout travels.

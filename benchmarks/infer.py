@@ -77,7 +77,7 @@ def peak_rss_mb() -> float:
 def build(target: str):
     """'bicubic' -> None; 'untrained:unet|resnet' -> a default-width model; else a checkpoint."""
     from srlib.models import ResNetUNetUpscaler, UNetUpscaler
-    from srlib.train import load_model
+    from srlib.training import load_model
 
     if target == "bicubic":
         return None

@@ -71,7 +71,7 @@ from srlib.models import (
 )
 from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line
 from srlib.resize import degrade_label, upsample_label
-from srlib.train import TrainConfig, fit
+from srlib.training import TrainConfig, fit
 
 PEERS = ("espcn", "rescnn", "seed", "compact", "span")
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference row and the Δ column

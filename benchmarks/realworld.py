@@ -35,7 +35,7 @@ if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
 from benchmarks.common import command_line
 from srlib import infer, metrics
 from srlib.io import atomic_write
-from srlib.train import load_model
+from srlib.training import load_model
 
 BASELINE = "bicubic (MATLAB)"  # the papers' bicubic: the reference of the gain column
 GAIN = "PSNR gain vs bicubic"

@@ -63,7 +63,7 @@ def run_one(
     from srlib.losses import make_loss
     from srlib.models import MODELS, parse_model_spec
     from srlib.perf import flops_per_pixel
-    from srlib.train import fit, preset, restore_best, seed_everything
+    from srlib.training import fit, preset, restore_best, seed_everything
 
     overrides = {} if steps is None else {"steps": steps}
     overrides |= {} if lr is None else {"lr": lr}

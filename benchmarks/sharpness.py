@@ -47,7 +47,7 @@ def run_one(weight: float, kind: str, seed: int, steps: int | None, out: Path) -
     from srlib import data, metrics
     from srlib.losses import make_loss
     from srlib.models import UNetUpscaler
-    from srlib.train import fit, preset, restore_best, seed_everything
+    from srlib.training import fit, preset, restore_best, seed_everything
 
     name = f"unet_l1_s{seed}" + (f"_sharp{weight:g}{kind}" if weight else "")
     overrides = {} if steps is None else {"steps": steps}

@@ -78,7 +78,7 @@ def main() -> None:
     from benchmarks.peers import build
     from srlib.losses import make_loss
     from srlib.perf import FLOPS_NOTE, flops_per_pixel, format_flops, machine_line
-    from srlib.train import cpu_has_bf16
+    from srlib.training.runtime import cpu_has_bf16
 
     if args.bf16 and not cpu_has_bf16():
         ap.error("--bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); it would be emulated")

@@ -26,7 +26,7 @@ if not __package__:  # run as a file: make `benchmarks` (and srlib) importable
 from benchmarks import quality
 from srlib import metrics
 from srlib.models import build_model
-from srlib.train import load_checkpoint
+from srlib.training import load_checkpoint
 
 
 def load_run_model(run: Path, key: str) -> nn.Module:

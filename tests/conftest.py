@@ -24,7 +24,7 @@ def _auto_precision_is_fp32(monkeypatch):
 def tiny_unet_checkpoint(tmp_path_factory):
     """A tiny untrained x2 UNet checkpoint with a random (not zero) last conv, so sr != bicubic."""
     from srlib.models import UNetUpscaler
-    from srlib.train import save_checkpoint
+    from srlib.training import save_checkpoint
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

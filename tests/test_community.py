@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from srlib.__main__ import main
+from srlib.cli import main
 from srlib.community import SPAN, Compact, SpandrelModel
 from srlib.infer import auto_overlap, upscale_tensor
 from srlib.models import build_model
-from srlib.train import TrainConfig, fit, load_checkpoint, load_model, save_checkpoint
+from srlib.training import TrainConfig, fit, load_checkpoint, load_model, save_checkpoint
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),  # tiny tensors: one torch thread (conftest.py)

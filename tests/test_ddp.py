@@ -13,14 +13,8 @@ import torch
 
 from srlib.data import make_loader
 from srlib.losses import PixelLoss
-from srlib.train import (
-    TrainConfig,
-    distributed_setup,
-    fit,
-    is_main_process,
-    load_checkpoint,
-    load_model,
-)
+from srlib.training import TrainConfig, fit, load_checkpoint, load_model
+from srlib.training.distributed import distributed_setup, is_main_process
 from tests.test_train import Signalling, pairs, tiny_model
 
 # Two processes add the same numbers in another order (a gradient is the mean of two half
@@ -41,7 +35,8 @@ import torch
 sys.path.insert(0, {repo!r})
 from srlib.losses import PixelLoss
 from srlib.models import ResNetUNetUpscaler
-from srlib.train import TrainConfig, distributed_setup, fit, is_main_process, save_checkpoint
+from srlib.training import TrainConfig, fit, save_checkpoint
+from srlib.training.distributed import distributed_setup, is_main_process
 from tests.test_train import Signalling, pairs, tiny_model
 
 rank, world = distributed_setup()

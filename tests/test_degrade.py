@@ -20,7 +20,7 @@ from srlib.degrade import (
     training_lq,
 )
 from srlib.resize import degrade
-from srlib.train import TrainConfig, check_config
+from srlib.training import TrainConfig, check_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny images: one torch thread
 

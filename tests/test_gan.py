@@ -9,14 +9,8 @@ from torch import nn
 
 from srlib.losses import PixelLoss
 from srlib.models import PatchDiscriminator, UNetDiscriminator, UNetUpscaler
-from srlib.train import (
-    ADDED_FIELDS,
-    TrainConfig,
-    check_config,
-    fit,
-    load_checkpoint,
-    load_model,
-)
+from srlib.training import TrainConfig, check_config, fit, load_checkpoint, load_model
+from srlib.training.config import ADDED_FIELDS
 from srlib.training.gan import GanTrainer
 from tests.test_train import Interrupting, cfg, pairs, tiny_model
 

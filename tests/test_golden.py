@@ -22,7 +22,7 @@ from torch.utils.data import TensorDataset
 
 from srlib.losses import PixelLoss, WithSharpness
 from srlib.models import UNetUpscaler
-from srlib.train import TrainConfig, fit
+from srlib.training import TrainConfig, fit
 
 
 def generated_pairs(n: int, seed: int) -> TensorDataset:

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import srlib.hub as hub
-from srlib.__main__ import main
+from srlib.cli import main
 from srlib.models import UNetUpscaler
-from srlib.train import load_model, save_checkpoint
+from srlib.training import load_model, save_checkpoint
 
 
 class _Handler(SimpleHTTPRequestHandler):

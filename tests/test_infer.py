@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from srlib import infer
-from srlib.__main__ import main
+from srlib.cli import main
 from srlib.data import ImageLoadError
 from srlib.infer import (
     NotAnImageError,
@@ -24,7 +24,7 @@ from srlib.infer import (
     upscale_tensor,
 )
 from srlib.models import ResNetUNetUpscaler, UNetUpscaler
-from srlib.train import load_checkpoint, load_model, save_checkpoint
+from srlib.training import load_checkpoint, load_model, save_checkpoint
 
 try:
     from tests._images import png16

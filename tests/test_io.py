@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageCms
 
 from srlib import data, infer, metrics
-from srlib.__main__ import main
+from srlib.cli import main
 from srlib.io import (
     IMAGE_EXTENSIONS,
     ExtraFramesWarning,
@@ -30,7 +30,7 @@ from srlib.io import (
     to_tensor,
 )
 from srlib.models import UNetUpscaler
-from srlib.train import save_checkpoint
+from srlib.training import save_checkpoint
 
 try:
     from tests._images import png16

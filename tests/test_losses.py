@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from srlib.losses import PerceptualLoss, PixelLoss, SharpnessLoss, WithSharpness, make_loss
 from srlib.resize import degrade, upsample
-from srlib.train import check_config, fit, load_checkpoint
+from srlib.training import check_config, fit, load_checkpoint
 from tests.test_train import cfg, pairs, tiny_model
 
 

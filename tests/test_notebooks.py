@@ -117,7 +117,7 @@ def test_realworld_notebook_runs_with_smoke_preset(tmp_path, monkeypatch, this_p
     from PIL import Image
 
     from srlib.metrics import CONDITIONS
-    from srlib.train import load_model
+    from srlib.training import load_model
 
     monkeypatch.setenv("SRLIB_PRESET", "smoke")
     monkeypatch.setenv("SRLIB_DATA", str(tmp_path / "no_photos"))  # the embedded photos, always

@@ -155,7 +155,7 @@ def test_fit_trains_on_the_threads_it_picks_and_restores_them(tmp_path, monkeypa
     from torch.utils.data import TensorDataset
 
     from srlib.losses import PixelLoss
-    from srlib.train import TrainConfig, fit
+    from srlib.training import TrainConfig, fit
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(perf, "idle_cores", lambda seconds=0.25: 0.2)  # a busy machine

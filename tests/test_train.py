@@ -16,15 +16,8 @@ from torch.utils.data import TensorDataset
 from srlib.data import SRDataset
 from srlib.losses import PixelLoss
 from srlib.models import UNetEncoder, UNetUpscaler, Upscaler
-from srlib.train import (
-    TrainConfig,
-    fit,
-    load_checkpoint,
-    load_model,
-    lr_at,
-    preset,
-    restore_best,
-)
+from srlib.training import TrainConfig, fit, load_checkpoint, load_model, preset, restore_best
+from srlib.training.runtime import lr_at
 
 
 def tiny_model():
@@ -160,7 +153,8 @@ def test_resume_refuses_a_different_run(tmp_path):
 
 def test_a_checkpoint_from_before_new_config_fields_still_resumes(tmp_path):
     """last.pt written before degradation/sharpness existed is the same run, not a new one."""
-    from srlib.train import ADDED_FIELDS, save_checkpoint
+    from srlib.training import save_checkpoint
+    from srlib.training.config import ADDED_FIELDS
 
     torch.manual_seed(0)
     full = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path / "a"), progress=False)
@@ -206,7 +200,7 @@ def test_killed_training_resumes(tmp_path):
         sys.path.insert(0, {os.getcwd()!r})
         from tests.test_train import tiny_model, pairs
         from srlib.losses import PixelLoss
-        from srlib.train import TrainConfig, fit
+        from srlib.training import TrainConfig, fit
         cfg = TrainConfig(name="k", steps=120, batch_size=4, checkpoint_every=5, val_every=10**6,
                           warmup_steps=1, out_dir={str(tmp_path)!r})
         hist = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg, progress=False)
@@ -233,7 +227,7 @@ def test_killed_training_resumes(tmp_path):
 def test_validate_restores_the_mode_it_was_given():
     from torch.utils.data import DataLoader
 
-    from srlib.train import validate
+    from srlib.training import validate
 
     model, loader = tiny_model(), DataLoader(pairs(4), batch_size=2)
     for mode in (True, False):
@@ -243,7 +237,7 @@ def test_validate_restores_the_mode_it_was_given():
 
 
 def test_a_run_that_learns_nothing_says_so(tmp_path, capsys):
-    from srlib.train import NotLearningWarning
+    from srlib.training import NotLearningWarning
 
     # lr 0: the model stays at its base upscale, exactly what a collapsed run looks like.
     run = cfg(tmp_path, lr=0.0, val_every=2, checkpoint_every=2)
@@ -292,7 +286,7 @@ def test_nonfinite_loss_stops_before_any_checkpoint_holds_it(tmp_path):
 
 def test_nan_checkpoint_and_nan_output_are_clear_errors(tmp_path):
     from srlib.infer import upscale_tensor
-    from srlib.train import save_checkpoint
+    from srlib.training import save_checkpoint
 
     model = tiny_model()
     with torch.no_grad():
@@ -305,7 +299,7 @@ def test_nan_checkpoint_and_nan_output_are_clear_errors(tmp_path):
         load_model(path)
     from PIL import Image
 
-    from srlib.__main__ import main
+    from srlib.cli import main
 
     Image.new("RGB", (16, 16)).save(tmp_path / "in.png")
     rc = main(
@@ -504,7 +498,7 @@ def test_resnet_unet_learns_with_and_without_imagenet_weights(weights, request, 
 
 
 def test_run_or_shipped_prefers_a_finished_run(tmp_path):
-    from srlib.train import run_or_shipped, save_checkpoint
+    from srlib.training import run_or_shipped, save_checkpoint
 
     shipped = tmp_path / "ship.pt"
     with pytest.raises(FileNotFoundError):
@@ -586,7 +580,7 @@ def test_single_process_run_matches_the_recorded_one(tmp_path):
     ],
 )
 def test_a_config_that_cannot_make_a_run_is_refused_up_front(tmp_path, bad):
-    from srlib.train import check_config
+    from srlib.training import check_config
 
     (name,) = bad
     with pytest.raises(ValueError, match=name):
@@ -597,7 +591,7 @@ def test_a_config_that_cannot_make_a_run_is_refused_up_front(tmp_path, bad):
 
 
 def test_valid_configs_pass_the_check(tmp_path):
-    from srlib.train import PRESETS, check_config
+    from srlib.training import PRESETS, check_config
 
     for name in PRESETS:
         check_config(preset(name))
@@ -636,7 +630,7 @@ def test_a_time_budget_anneals_by_the_clock_at_the_top_of_each_step(tmp_path, mo
 
 def test_cpu_bf16_autocast_only_where_asked_and_native(monkeypatch):
     import srlib.training.runtime
-    from srlib.train import use_autocast
+    from srlib.training.runtime import use_autocast
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not use_autocast(TrainConfig(), cpu)  # off by default on the CPU
@@ -682,7 +676,7 @@ def test_cpu_bf16_run_trains_in_bf16_keeps_float32_weights_and_resumes_exactly(
 def test_the_preset_follows_the_machine_and_sets_the_unet_size(monkeypatch):
     """CUDA available -> the "gpu" preset and its deep UNet; a CPU -> "quick" and the default."""
     from srlib.models import UNetUpscaler
-    from srlib.train import default_preset, model_args, preset
+    from srlib.training import default_preset, model_args, preset
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_preset() == "gpu"
@@ -767,7 +761,7 @@ def test_resuming_on_other_data_is_refused_unless_a_new_phase(tmp_path, capsys):
 
 
 def test_a_checkpoint_from_before_data_was_recorded_still_resumes(tmp_path):
-    from srlib.train import save_checkpoint
+    from srlib.training import save_checkpoint
 
     torch.manual_seed(0)
     full = fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path / "a"), progress=False)
@@ -820,7 +814,7 @@ def test_no_checkpoint_is_named_when_none_holds_the_last_finite_weights(tmp_path
 
 
 def test_a_resume_of_a_checkpoint_without_optimizer_state_is_refused(tmp_path):
-    from srlib.train import save_checkpoint
+    from srlib.training import save_checkpoint
 
     fit(tiny_model(), PixelLoss("l1"), pairs(), None, cfg(tmp_path, steps=3), progress=False)
     last = tmp_path / "t" / "last.pt"

@@ -28,7 +28,7 @@ from srlib.cli import CliError, build_parser, main
 from srlib.cli.train import RunLog, train_config, train_sources
 from srlib.degrade import DEGRADATIONS
 from srlib.losses import SharpnessLoss
-from srlib.train import PRESETS, TrainConfig, load_checkpoint, preset
+from srlib.training import PRESETS, TrainConfig, load_checkpoint, preset
 from srlib.training.history import History
 
 # Runs with --lr 0 keep sr == its base upscale: they are NOT LEARNING by construction.
@@ -761,7 +761,7 @@ def test_a_matching_last_pt_without_optimizer_state_is_one_line_exit_2(tmp_path,
 
 def test_a_run_folder_of_an_older_srlib_still_resumes(tmp_path, photos, capsys):
     """No .srlib-run.json, a last.pt without a data record: resumed as before, data recorded."""
-    from srlib.train import save_checkpoint
+    from srlib.training import save_checkpoint
 
     validate = srlib.training.loop.validate
     out = tmp_path / "run"

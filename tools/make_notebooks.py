@@ -104,8 +104,7 @@ import matplotlib.pyplot as plt
 from srlib import data, infer, metrics, plots, resize
 from srlib.losses import make_loss
 {model_import}
-from srlib.train import (default_preset, fit, load_model, model_args, preset, restore_best,
-                         run_or_shipped, seed_everything)
+from srlib.training import default_preset, fit, load_model, model_args, preset, restore_best, run_or_shipped, seed_everything
 
 # Everything that differs between the two notebooks is in this cell.
 {names}
@@ -321,8 +320,7 @@ from PIL import Image
 from srlib import data, degrade, infer, metrics, plots, resize
 from srlib.io import save_image
 from srlib.models import UNetUpscaler as Model  # the UNet notebook's model, default arguments
-from srlib.train import (default_preset, fit, load_model, loss_for, model_args, preset,
-                         restore_best, run_or_shipped, seed_everything)
+from srlib.training import default_preset, fit, load_model, loss_for, model_args, preset, restore_best, run_or_shipped, seed_everything
 
 # runs/<KIND>*, checkpoints/<SHIPPED>*. CLEAN_*: the UNet notebook's model, trained on clean lq
 # only (its runs/<kind>_l1, else checkpoints/<shipped>_x2.pt), compared at the end.

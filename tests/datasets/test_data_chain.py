@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from srlib import data, datasets
-from srlib.__main__ import main as srlib_main
+from srlib.cli import main as srlib_main
 from srlib.losses import PixelLoss
 from srlib.models import UNetUpscaler
-from srlib.train import NotLearningWarning, TrainConfig, fit
+from srlib.training import NotLearningWarning, TrainConfig, fit
 
 try:
     from tests.datasets._commons_server import make_image
