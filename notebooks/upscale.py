@@ -13,11 +13,12 @@
 #
 # Everything shared with the other notebook comes from `srlib/`, and every code cell except the
 # configuration is the same in both notebooks (one source, `notebooks/upscale.py`, makes both; a
-# test checks it). Run it top to bottom (at most 10 minutes on a 2-core CPU without AVX-512, with
-# the default `quick` preset), or headless: `jupyter execute upscale_unet.ipynb`. On a GPU
-# (Colab: the badge above) the `gpu` preset is picked by itself. The stop button ends training
-# cleanly: a checkpoint is written, the run resumes when the cell runs again, and the later cells
-# use the model as it is.
+# test checks it). Cells marked *Look inside* open up one idea on one crop (the residual head,
+# the loss's parts, one training step); they change nothing the training runs use. Run it top
+# to bottom (at most 10 minutes on a 2-core CPU without AVX-512, with the default `quick`
+# preset), or headless: `jupyter execute upscale_unet.ipynb`. On a GPU (Colab: the badge above)
+# the `gpu` preset is picked by itself. The stop button ends training cleanly: a checkpoint is
+# written, the run resumes when the cell runs again, and the later cells use the model as it is.
 
 # %% [markdown] tags=["resnet"]
 # # Super-resolution with a frozen ResNet18 encoder
@@ -35,11 +36,13 @@
 #
 # Everything shared with the other notebook comes from `srlib/`, and every code cell except the
 # configuration is the same in both notebooks (one source, `notebooks/upscale.py`, makes both; a
-# test checks it). Run it top to bottom (at most 10 minutes on a 2-core CPU without AVX-512, with
-# the default `quick` preset), or headless: `jupyter execute upscale_resnet.ipynb`. On a GPU
-# (Colab: the badge above) the `gpu` preset is picked by itself. The stop button ends training
-# cleanly: a checkpoint is written, the run resumes when the cell runs again, and the later cells
-# use the model as it is.
+# test checks it). Cells marked *Look inside* open up one idea on one crop (the residual head,
+# the loss's parts, one training step); they change nothing the training runs use. Run it top
+# to bottom (at most 10 minutes on a 2-core CPU without AVX-512, with the default `quick`
+# preset), or headless: `jupyter execute upscale_resnet.ipynb`. On a GPU (Colab: the badge
+# above) the `gpu` preset is picked by itself. The stop button ends training cleanly: a
+# checkpoint is written, the run resumes when the cell runs again, and the later cells use the
+# model as it is.
 
 # %%
 import os
@@ -61,12 +64,14 @@ if "google.colab" in sys.modules and not os.path.isfile("pyproject.toml"):
 # overridden here. This is the only code cell that differs between the two notebooks.
 
 # %% tags=["unet"]
+import copy
 import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 
 from srlib import data, infer, metrics, plots, resize
 from srlib.losses import make_loss
@@ -109,12 +114,14 @@ FIGURES.mkdir(parents=True, exist_ok=True)
 cfg
 
 # %% tags=["resnet"]
+import copy
 import os
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 
 from srlib import data, infer, metrics, plots, resize
 from srlib.losses import make_loss
@@ -212,6 +219,35 @@ print(
 )
 print(model.config)
 
+# %% [markdown]
+# **Look inside: the residual head.** One validation crop through the model, step by step, as
+# `Upscaler.forward` runs it. The encoder and decoder work at LR resolution; the head's one conv
+# makes 3·s² values per LR pixel (an s×s block of RGB residuals), `PixelShuffle` lays each block
+# out at HR, and the result is added to a bicubic upscale of lq: the network learns only what
+# bicubic gets wrong.
+
+# %% tags=["look-inside"]
+lq, gt = (t[None] for t in val_set[0])  # one validation crop, a batch of one
+with torch.no_grad():  # nothing trains here
+    feats = model.decoder(model.encoder(lq))  # (1, C, h, w): features, still at LR
+    conv, shuffle = model.head.up  # the head: a 3x3 conv, then PixelShuffle(s)
+    res_lr = conv(feats)  # (1, 3 * s^2, h, w): an s x s block of RGB residuals per LR pixel
+    res = shuffle(res_lr)  # (1, 3, s*h, s*w): each block laid out at HR
+    base = model.base_upscale(lq)  # (1, 3, s*h, s*w): torch's bicubic upscale of lq
+    sr = base + res  # (1, 3, s*h, s*w)
+    same = torch.equal(sr, model(lq))
+names = ["lq", "features", "conv", "PixelShuffle", "+ bicubic base", "= sr"]
+for name, t in zip(names, [lq, feats, res_lr, res, base, sr], strict=True):
+    print(f"{name:>14}: {tuple(t.shape)}")
+print(f"sr == model(lq): {same}; largest |residual|: {res.abs().max():.0f}")
+print("(the head's conv starts at zero: untrained, the model is its bicubic base)")
+
+# %% [markdown]
+# ## Loss
+#
+# L1 compares pixels. The perceptual loss compares what a frozen ImageNet ResNet18 sees in sr and
+# gt (its features after 3 and 6 children), plus 0.01 L1 that keeps the colours in place.
+
 # %%
 # The perceptual loss (and, in the ResNet model, the encoder) need ImageNet ResNet18 weights.
 perceptual = make_loss("perceptual")
@@ -223,12 +259,53 @@ WEIGHTS = (
 print(("" if perceptual.has_imagenet_weights else "WARNING: ") + WEIGHTS)
 
 # %% [markdown]
+# **Look inside: the perceptual loss.** Its parts on the crop above, sr (so far the bicubic base)
+# against gt: each term's L1, its weight, and its share of the total.
+
+# %% tags=["look-inside"]
+with torch.no_grad():
+    loss, parts = perceptual(sr, gt)  # the weighted sum, and each term unweighted
+    taps = perceptual.features(sr)  # {3: (1, 64, H/2, W/2), 6: (1, 128, H/8, W/8)}
+for name, weight in perceptual.weights.items():  # {"feat3": 1.0, "feat6": 1.0, "pixel": 0.01}
+    x = sr if name == "pixel" else taps[int(name[4:])]  # what the term compares with gt's
+    share = weight * parts[name] / loss
+    print(f"{name}: L1 {parts[name]:.4f} x {weight} = {share:.1%} of the loss, on {tuple(x.shape)}")
+print(f"total: {loss:.4f}")
+
+# %% [markdown]
 # ## Training
 #
 # The same model trained with L1 and with the perceptual loss, for a fixed number of steps (the
 # same numbers on every run of this machine). `fit` checkpoints atomically to `runs/`, resumes if
 # interrupted, and says so loudly when a run learns nothing (validation PSNR not above its own
 # bicubic base).
+#
+# **Look inside: one training step.** What `fit` does for every batch, written out on a
+# throwaway copy of the model: forward, loss, backward, optimiser step. Around it `fit` adds the
+# LR warmup and decay, gradient clipping, bf16 autocast where it pays, validation and
+# checkpoints. Each run below starts from `seed_everything` and a new model: this step changes
+# none of them. It takes `fit`'s first LR, the first of its warmup (`cfg.lr / cfg.warmup_steps`),
+# so the loss on the batch moves only a little. Note which weights get a gradient in a first step:
+# only the head's last conv. It starts at zero, so no gradient reaches the layers before it until
+# it has moved.
+
+# %% tags=["look-inside"]
+scratch = copy.deepcopy(model).train()  # throwaway: the runs below build their own
+params = [p for p in scratch.parameters() if p.requires_grad]  # not the frozen encoder's
+# AdamW as fit makes it, at the LR of fit's first step (the first of its warmup)
+opt = torch.optim.AdamW(params, lr=cfg.lr / cfg.warmup_steps, weight_decay=cfg.weight_decay)
+lq, gt = next(iter(data.make_loader(train_set, cfg.batch_size, seed=cfg.seed)))  # fit's 1st batch
+l1 = make_loss("l1")
+sr = scratch(lq)  # forward: (B, 3, h, w) -> (B, 3, s*h, s*w)
+loss, parts = l1(sr, gt)  # the loss, and its parts for the curves ({"l1": ...})
+opt.zero_grad()
+loss.backward()  # backward: d loss / d weight for every trainable weight
+graded = [n for n, p in scratch.named_parameters() if p.grad is not None and p.grad.any()]
+opt.step()  # AdamW moves each weight by about lr, against its gradient
+with torch.no_grad():
+    after = l1(scratch(lq), gt)[0]
+print(f"L1 on this batch: {loss:.6f}, after the step {after:.6f} ({after - loss:+.1e})")
+print(f"non-zero gradients: {graded}")
 
 # %%
 models, histories = {}, {}

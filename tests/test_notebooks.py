@@ -92,6 +92,53 @@ def test_build_tool_rewrites_only_the_notebooks_whose_source_changed(tmp_path, m
         assert (tmp_path / name).read_text() == executed[name]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["upscale_unet.ipynb", "upscale_resnet.ipynb"])
+def test_look_inside_cells_change_nothing_the_training_uses(
+    name, tmp_path, monkeypatch, fake_imagenet_weights, one_thread
+):
+    """The notebook's cells up to training, run in this process with the look-inside cells
+    and without them: the RNG states training starts from and the trained models and histories
+    (every loss part of every step, every validation) are identical to the last bit."""
+    import random
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("SRLIB_PRESET", "smoke")
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path / "no_photos"))  # the embedded photos
+    code = [c for c in nbformat.read(ROOT / name, as_version=4).cells if c.cell_type == "code"]
+    look_inside = [c for c in code if "look-inside" in c.metadata.get("tags", [])]
+    assert len(look_inside) == 3
+    train = next(i for i, c in enumerate(code) if "h = fit(" in c.source)  # the training cell
+    assert all(code.index(c) < train for c in look_inside)
+    runs = []
+    for looking in (True, False):
+        monkeypatch.setenv("SRLIB_OUT_DIR", str(tmp_path / f"runs_{looking}"))
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)  # each pass from the same state
+        namespace: dict = {}
+        for cell in code[:train]:
+            if looking or cell not in look_inside:
+                exec(cell.source, namespace)
+        rng = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+        exec(code[train].source, namespace)
+        plt.close("all")
+        runs.append((namespace, rng))
+    (looked, rng_looked), (plain, rng_plain) = runs
+    assert torch.equal(rng_looked[0], rng_plain[0])
+    assert np.array_equal(rng_looked[1], rng_plain[1]) and rng_looked[2] == rng_plain[2]
+    assert list(looked["models"]) == ["l1", "perceptual"]
+    timing = ("train_seconds", "samples_per_s")
+    for loss in ("l1", "perceptual"):
+        a, b = looked["models"][loss].state_dict(), plain["models"][loss].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        a, b = looked["histories"][loss], plain["histories"][loss]
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+
+
 def _committed_outputs() -> dict[Path, float]:
     """mtime of every file in images/ and checkpoints/: a run without SRLIB_SAVE changes none."""
     return {p: p.stat().st_mtime for d in ("images", "checkpoints") for p in ROOT.glob(f"{d}/*")}
@@ -151,6 +198,13 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch, this_pytho
     for loss in ("l1", "perceptual"):  # ...and a verdict against bicubic for every model
         assert f"({loss}): " in text and "over bicubic" in text
     assert "NOT LEARNING" in text  # 4 smoke steps learn nothing, and the notebook says so
+    # The look-inside cells: the head's shapes at x2 (3 * 2^2 = 12 channels at LR, 16 px lq
+    # crops), the perceptual loss's parts, and the first step's gradients (zero-init head).
+    assert re.search(r"conv: \(1, 12, 16, 16\)\n +PixelShuffle: \(1, 3, 32, 32\)", text)
+    assert "sr == model(lq): True" in text
+    for part in ("feat3", "feat6", "pixel"):
+        assert re.search(rf"^{part}: L1 [\d.]+ x [\d.]+ = [\d.]+% of the loss", text, re.M)
+    assert "non-zero gradients: ['head.up.0.weight', 'head.up.0.bias']\n" in text
     # The smoke run must not overwrite the committed figures and checkpoints.
     assert _committed_outputs() == before
     assert _git_status() == status  # nothing else in the repository changed either
