@@ -1,5 +1,6 @@
 """The notebooks run end to end with the `smoke` preset and show figures, without errors."""
 
+import difflib
 import json
 import os
 import re
@@ -18,32 +19,124 @@ def _sources(path: Path) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
 
 
-def test_notebooks_match_their_generator_and_each_other(tmp_path):
-    """Edits belong in tools/make_notebooks.py: a notebook edited by hand fails here."""
+def _code_cells(name: str) -> list[str]:
+    return [src for kind, src in _sources(ROOT / name) if kind == "code"]
+
+
+NOTEBOOKS = ["upscale_unet.ipynb", "upscale_resnet.ipynb", "upscale_realworld.ipynb"]
+
+
+def _build_tool():
+    """tools/build_notebooks.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "make_notebooks", ROOT / "tools/make_notebooks.py"
+        "build_notebooks", ROOT / "tools/build_notebooks.py"
     )
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    written = generator.write(tmp_path)
-    assert [p.name for p in written] == [
-        "upscale_unet.ipynb",
-        "upscale_resnet.ipynb",
-        "upscale_realworld.ipynb",
-    ]
-    for generated in written:
-        assert _sources(ROOT / generated.name) == _sources(generated), (
-            f"{generated.name} differs from tools/make_notebooks.py: edit the template, run it, "
-            "and re-execute the notebooks"
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_notebooks_match_their_sources_and_each_other():
+    """Edits belong in notebooks/*.py (jupytext): a notebook edited by hand fails here."""
+    tool = _build_tool()
+    assert list(tool.NOTEBOOKS) == NOTEBOOKS
+    for name in NOTEBOOKS:
+        built = tool.build(name)
+        nbformat.validate(built)
+        assert tool.build(name) == built  # the same file every time (cell ids included)
+        assert _sources(ROOT / name) == tool.cell_sources(built), (
+            f"{name} differs from {tool.NOTEBOOKS[name][0]}: edit the source, run "
+            "`python tools/build_notebooks.py`, and re-execute the notebook"
         )
-    unet, resnet = (
-        [src for kind, src in _sources(ROOT / name) if kind == "code"]
-        for name in ("upscale_unet.ipynb", "upscale_resnet.ipynb")
-    )
+    unet, resnet = (_code_cells(name) for name in ("upscale_unet.ipynb", "upscale_resnet.ipynb"))
     assert len(unet) == len(resnet) and unet[1] != resnet[1]
     assert unet[:1] + unet[2:] == resnet[:1] + resnet[2:]  # only the configuration cell differs
+    # ... and in it only the model and the names: the rest of the two copies must not drift.
+    diff = difflib.ndiff(unet[1].splitlines(), resnet[1].splitlines())
+    changed = [line[2:] for line in diff if line[0] in "+-"]
+    starts = ("from srlib.models import ", "KIND, LABEL, SHIPPED = ", "OTHER = ")
+    assert len(changed) == 6 and all(line.startswith(starts) for line in changed), changed
+    # The realistic notebook has the Colab cell, the split and the model cell of the other two.
+    real = _code_cells("upscale_realworld.ipynb")
+    split = unet[2].split("\n\ncrop_args")[0]
+    model_cell = next(c for c in unet if "make_model = partial(" in c)
+    assert real[0] == unet[0] and real[2].startswith(split + "\n\n") and model_cell in real
+
+
+def test_build_tool_rewrites_only_the_notebooks_whose_source_changed(tmp_path, monkeypatch):
+    """A notebook that matches its source keeps its outputs; an edited source rewrites its own."""
+    import shutil
+
+    tool = _build_tool()
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    tool.main()
+    for name in NOTEBOOKS:
+        assert _sources(tmp_path / name) == tool.cell_sources(tool.build(name))
+    executed = {}  # each notebook with an output in its first code cell, as after a run
+    for name in NOTEBOOKS:
+        nb = nbformat.read(tmp_path / name, as_version=4)
+        next(c for c in nb.cells if c.cell_type == "code").outputs = [
+            nbformat.v4.new_output("stream", text="ran\n")
+        ]
+        nbformat.write(nb, tmp_path / name)
+        executed[name] = (tmp_path / name).read_text()
+    with open(tmp_path / "notebooks/realworld.py", "a") as source:
+        source.write('\n# %%\nprint("one more cell")\n')
+    tool.main()
+    assert _sources(tmp_path / "upscale_realworld.ipynb")[-1] == ("code", 'print("one more cell")')
+    assert (tmp_path / "upscale_realworld.ipynb").read_text() != executed["upscale_realworld.ipynb"]
+    for name in ("upscale_unet.ipynb", "upscale_resnet.ipynb"):  # untouched, outputs and all
+        assert (tmp_path / name).read_text() == executed[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["upscale_unet.ipynb", "upscale_resnet.ipynb"])
+def test_look_inside_cells_change_nothing_the_training_uses(
+    name, tmp_path, monkeypatch, fake_imagenet_weights, one_thread
+):
+    """The notebook's cells up to training, run in this process with the look-inside cells
+    and without them: the RNG states training starts from and the trained models and histories
+    (every loss part of every step, every validation) are identical to the last bit."""
+    import random
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("SRLIB_PRESET", "smoke")
+    monkeypatch.setenv("SRLIB_DATA", str(tmp_path / "no_photos"))  # the embedded photos
+    code = [c for c in nbformat.read(ROOT / name, as_version=4).cells if c.cell_type == "code"]
+    look_inside = [c for c in code if "look-inside" in c.metadata.get("tags", [])]
+    assert len(look_inside) == 3
+    train = next(i for i, c in enumerate(code) if "h = fit(" in c.source)  # the training cell
+    assert all(code.index(c) < train for c in look_inside)
+    runs = []
+    for looking in (True, False):
+        monkeypatch.setenv("SRLIB_OUT_DIR", str(tmp_path / f"runs_{looking}"))
+        torch.manual_seed(0), np.random.seed(0), random.seed(0)  # each pass from the same state
+        namespace: dict = {}
+        for cell in code[:train]:
+            if looking or cell not in look_inside:
+                exec(cell.source, namespace)
+        rng = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+        exec(code[train].source, namespace)
+        plt.close("all")
+        runs.append((namespace, rng))
+    (looked, rng_looked), (plain, rng_plain) = runs
+    assert torch.equal(rng_looked[0], rng_plain[0])
+    assert np.array_equal(rng_looked[1], rng_plain[1]) and rng_looked[2] == rng_plain[2]
+    assert list(looked["models"]) == ["l1", "perceptual"]
+    timing = ("train_seconds", "samples_per_s")
+    for loss in ("l1", "perceptual"):
+        a, b = looked["models"][loss].state_dict(), plain["models"][loss].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        a, b = looked["histories"][loss], plain["histories"][loss]
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
 
 
 def _committed_outputs() -> dict[Path, float]:
@@ -105,6 +198,13 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch, this_pytho
     for loss in ("l1", "perceptual"):  # ...and a verdict against bicubic for every model
         assert f"({loss}): " in text and "over bicubic" in text
     assert "NOT LEARNING" in text  # 4 smoke steps learn nothing, and the notebook says so
+    # The look-inside cells: the head's shapes at x2 (3 * 2^2 = 12 channels at LR, 16 px lq
+    # crops), the perceptual loss's parts, and the first step's gradients (zero-init head).
+    assert re.search(r"conv: \(1, 12, 16, 16\)\n +PixelShuffle: \(1, 3, 32, 32\)", text)
+    assert "sr == model(lq): True" in text
+    for part in ("feat3", "feat6", "pixel"):
+        assert re.search(rf"^{part}: L1 [\d.]+ x [\d.]+ = [\d.]+% of the loss", text, re.M)
+    assert "non-zero gradients: ['head.up.0.weight', 'head.up.0.bias']\n" in text
     # The smoke run must not overwrite the committed figures and checkpoints.
     assert _committed_outputs() == before
     assert _git_status() == status  # nothing else in the repository changed either
@@ -183,13 +283,6 @@ def test_notebook_runs_on_downloaded_photos(name, tmp_path, monkeypatch, this_py
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "8 downloaded photos" in text and "held out:   File_" in text
     assert re.search(r"beats? bicubic", text)  # every notebook ends with verdicts against bicubic
-
-
-def _code_cells(name: str) -> list[str]:
-    return [src for kind, src in _sources(ROOT / name) if kind == "code"]
-
-
-NOTEBOOKS = ["upscale_unet.ipynb", "upscale_resnet.ipynb", "upscale_realworld.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
