@@ -270,7 +270,7 @@ compared.update({NAMES[k]: m for k, m in models.items()})
 # %%
 # The hero photo downscaled x2 as the benchmarks are (MATLAB's bicubic), saved as a quality-50
 # JPEG file (PIL, 4:2:0 chroma, as the table's jpeg50) and decoded: what a user's upscaler gets.
-hero_gt = resize.mod_crop(data.to_tensor(hero), cfg.scale)[None]  # (1, 3, H, W)
+hero_gt = resize.mod_crop(data.source_tensor(hero), cfg.scale)[None]  # (1, 3, H, W)
 hero_lq = resize.make_lq(hero_gt, cfg.scale)  # (1, 3, H/2, W/2), 8-bit levels
 jpeg_path = Path(cfg.out_dir) / cfg.name / f"{HERO}_x{cfg.scale}_q50.jpg"
 save_image(
@@ -279,7 +279,7 @@ save_image(
     fmt="jpg",
     quality=50,
 )
-hero_jpeg = data.to_tensor(jpeg_path)[None]  # (1, 3, H/2, W/2)
+hero_jpeg = data.source_tensor(jpeg_path)[None]  # (1, 3, H/2, W/2)
 print(f"{jpeg_path}: {jpeg_path.stat().st_size / 1024:.0f} KiB")
 upscales = {"bicubic (MATLAB)": resize.matlab_bicubic(hero_jpeg, cfg.scale).clamp(0, 1)}
 # fp32: the PSNRs below must not depend on the CPU ("auto" is bf16 where it is native).
@@ -321,7 +321,7 @@ pairs.mkdir(parents=True, exist_ok=True)
 for stale in pairs.glob("*_SRF_*.png"):  # an earlier split's photos must not be scored too
     stale.unlink()
 for src in test_src:
-    hr = resize.mod_crop(data.to_tensor(src), cfg.scale)[None]  # (1, 3, H, W)
+    hr = resize.mod_crop(data.source_tensor(src), cfg.scale)[None]  # (1, 3, H, W)
     for part, img in (("HR", hr), ("LR", resize.make_lq(hr, cfg.scale))):
         rgb = (plots.to_numpy(img) * 255).round().astype(np.uint8)
         save_image(

@@ -351,7 +351,7 @@ for folder in [FIGURES] + ([Path("images")] if SAVE else []):
 # %%
 # Full held-out photos, degraded the way training pairs are. Residuals are shown around grey.
 for src in sorted(test_src, key=lambda s: data.source_name(s) != HERO)[:2]:  # hero first
-    gt = resize.mod_crop(data.to_tensor(src), cfg.scale)[None]  # (1, 3, H, W)
+    gt = resize.mod_crop(data.source_tensor(src), cfg.scale)[None]  # (1, 3, H, W)
     lq = resize.degrade(gt, cfg.scale, cfg.downscale)  # (1, 3, H/s, W/s)
     named = {f"{LABEL} ({k})": m for k, m in models.items()}
     plots.comparison_grid(named, lq, gt, title=f"{data.source_name(src)} x{cfg.scale} ({WEIGHTS})")
@@ -362,7 +362,7 @@ for src in sorted(test_src, key=lambda s: data.source_name(s) != HERO)[:2]:  # h
 
 # %%
 # x4 by applying the x2 models twice, next to torch's bicubic x4 (the models' base kernel).
-gt = resize.mod_crop(data.to_tensor(hero), 4)[None]  # (1, 3, H, W)
+gt = resize.mod_crop(data.source_tensor(hero), 4)[None]  # (1, 3, H, W)
 lq4 = resize.degrade(gt, 4, cfg.downscale)  # (1, 3, H/4, W/4)
 x4 = {
     "lq (nearest)": plots.upsample_nearest(lq4, gt.shape[-2:]),
@@ -442,7 +442,7 @@ for name, gain in gains.items():
 # %%
 # The hero photo, x2, every model. Drag the slider (live sessions) to compare bicubic with
 # this notebook's L1 model; the figure below it shows all of them with the same zoomed inset.
-hero_gt = resize.mod_crop(data.to_tensor(hero), cfg.scale)[None]  # (1, 3, H, W)
+hero_gt = resize.mod_crop(data.source_tensor(hero), cfg.scale)[None]  # (1, 3, H, W)
 hero_lq = resize.degrade(hero_gt, cfg.scale, cfg.downscale)  # (1, 3, H/2, W/2)
 hero_sr = {name: infer.upscale_tensor(m, hero_lq) for name, m in compared.items()}
 base_name = models["l1"].base_label  # "bicubic (torch)": the kernel the models build on

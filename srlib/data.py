@@ -332,11 +332,17 @@ def split_by_image(
     return train, [s for i, s in enumerate(sources) if i in val_idx]
 
 
-def to_tensor(src: Source) -> torch.Tensor:
-    """A whole source image as a float tensor (3, H, W) in [0, 1]."""
+def source_tensor(src: Source) -> torch.Tensor:
+    """A whole source image at 8 bits, as training sees it: float (3, H, W) in [0, 1].
+
+    (srlib.io.to_tensor converts a PIL image and keeps 16-bit precision; this reads a source.)
+    """
     img = np.asarray(_read(src[1] if isinstance(src, tuple) else Path(src)))
     img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
     return torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255
+
+
+to_tensor = source_tensor  # the name before issue 26 (io.to_tensor is the PIL one)
 
 
 def save_sources(sources: Sequence[Source], folder: str | os.PathLike) -> Path:
