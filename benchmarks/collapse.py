@@ -8,7 +8,7 @@ One run: the default ResNet-UNet, L1, the `quick` preset's crops, batch, lr, war
 held out, as the notebooks do). Reported: the final validation PSNR gain over the model's own
 bicubic base upscale, and the share of dead units (ReLU output zero on a whole validation
 batch) in the LR-resolution decoder block, whose death is the collapse (sr = base + constant).
-A run "learns" when its gain is at least srlib.train.MIN_GAIN_DB (0.05 dB).
+A run "learns" when its gain is at least srlib.training.history.MIN_GAIN_DB (0.05 dB).
 
 Weights: `random` (a random ResNet18 with default BatchNorm statistics: this machine has no
 ImageNet weights) and `realistic` (random filters with BatchNorm statistics measured on the

@@ -6,7 +6,7 @@
     benchmarks/gpu_check.sh --preset gpu             # the notebooks' Colab preset (T4 sizing)
     GPU_CHECK_TINY=1 benchmarks/gpu_check.sh         # the same
 
-Three runs, each `srlib.train.fit` with the `full` preset (batch 50, 192 px gt crops, 6 loader
+Three runs, each `srlib.training.fit` with the `full` preset (batch 50, 192 px gt crops, 6 loader
 workers) stopped by a wall-clock budget (`--budget` seconds of training, the LR annealed to 0
 over it) or by `--steps`, whichever comes first: UNet with AMP (bf16 autocast), ResNet-UNet
 with AMP, and one of them (`--fp32-model`) with AMP off. Data: the downloaded photos in

@@ -6,7 +6,7 @@
     python benchmarks/quality.py ... --steps 3000 --models "unet,unet(refine_blocks=4),rescnn" \
         --plot flops.png --csv results.csv        # quality vs FLOPs at equal steps
 
-Every model trains with `srlib.train.fit` for the same wall-clock budget (seconds per model),
+Every model trains with `srlib.training.fit` for the same wall-clock budget (seconds per model),
 or with `--steps N` for the same number of steps (a comparison that does not depend on the
 machine: the table then sets quality against FLOPs per output pixel, and `--plot` draws it), on
 the same images, crops (a fresh, identically seeded SRDataset each) and batch order, then

@@ -5,7 +5,7 @@
     python benchmarks/speed.py --models unet "unet(refine_blocks=4)" rescnn --losses l1
 
 Each row times full optimiser steps (forward, loss, backward, AdamW) on random tensors after
-one warm-up step, with the model in channels_last as `srlib.train.fit` has it, and gives the
+one warm-up step, with the model in channels_last as `srlib.training.fit` has it, and gives the
 model's FLOPs per output pixel (forward, and a whole training step with its loss; FLOPs do not
 depend on the machine, times do). The ratio column is against the first model, measured in the
 same run. `--isa avx2` limits oneDNN, ATen and MKL to AVX2 (srlib.perf.restrict_isa), as most

@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=list(PRESETS),
         default=None,
-        help="starting config (srlib.train.PRESETS): smoke seconds, quick a 2-core CPU in "
+        help="starting config (srlib.training.PRESETS): smoke seconds, quick a 2-core CPU in "
         "minutes, gpu one GPU in minutes (the deep UNet), full a GPU at the original project's "
         "scale; the flags below override it (default: gpu where CUDA is available, else quick)",
     )
@@ -135,7 +135,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "best.pt; 0: none (default %(default)s)",
     )
     group = train.add_argument_group(
-        "training config", "srlib.train.TrainConfig, one flag per field; a flag beats the preset"
+        "training config", "srlib.training.TrainConfig, one flag per field; a flag beats the preset"
     )
     for name, kwargs in config_flags(TrainConfig, PRESETS).items():
         group.add_argument(f"--{name.replace('_', '-')}", **kwargs)
@@ -455,7 +455,7 @@ def _prepare_run_folder(
 
 @contextlib.contextmanager
 def _run_lock(run_dir: Path):
-    """One training per run folder (as srlib.commons locks its download folder): flock, which
+    """One training per run folder (as srlib.datasets locks its download folder): flock, which
     the OS drops when the process dies, even by SIGKILL, so a stale lock never blocks."""
     if fcntl is None:
         yield
@@ -555,7 +555,7 @@ def train_sources(folder: str | None) -> tuple[list, str]:
         raise CliError(
             f"--data {folder}: no images in {images} (looked for "
             f"{', '.join(data.IMAGE_EXTENSIONS)} files in it and its subfolders; a Commons "
-            "folder's photos: python -m srlib.commons download LIST, see data/valued/README.md)"
+            "folder's photos: python -m srlib.datasets download LIST, see data/valued/README.md)"
         )
     if images != root:  # a Commons folder: its fast-crop cache too, where it is up to date
         return data.default_sources(root)
